@@ -1,0 +1,114 @@
+"""Server and model settings, with MLServer's field names.
+
+``Settings`` mirrors MLServer's ``settings.json`` and ``ModelSettings`` its ``model-settings.json``
+so an MLServer model repository serves unchanged. The Structs are plain data: nothing here reads
+the environment or a file on construction (MLServer's pydantic settings do, which is why its
+server cannot be embedded). Loading from files and env vars is done by the functions at the
+bottom, which the CLI and runner call with an explicit ``environ`` mapping.
+
+Where MLServer's defaults are unsafe or slow we differ, and say so on the field:
+``parallel_workers`` defaults to 0 (in-process) and errors never carry tracebacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .types import MetadataTensor
+
+__all__ = [
+    "CORSSettings",
+    "ModelParameters",
+    "ModelSettings",
+    "Settings",
+]
+
+
+class CORSSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """CORS for the REST app (MLServer's ``cors_settings``); off unless ``allow_origins`` is set."""
+
+    allow_origins: list[str] = msgspec.field(default_factory=list)
+    allow_origin_regex: str | None = None
+    allow_credentials: bool = False
+    allow_methods: list[str] = msgspec.field(default_factory=lambda: ["GET"])
+    allow_headers: list[str] = msgspec.field(default_factory=list)
+    expose_headers: list[str] = msgspec.field(default_factory=list)
+    max_age: int = 600
+
+
+class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Server-wide settings (``settings.json``)."""
+
+    debug: bool = False
+    #: Worker processes per model. 0 (our default; MLServer's is 1) predicts in-process, which
+    #: is the fast path for small models.
+    parallel_workers: int = 0
+    parallel_workers_timeout: float = 5.0
+    model_repository_root: str = "."
+    load_models_at_startup: bool = True
+    server_name: str = "inferkit"
+    server_version: str = ""
+    extensions: list[str] = msgspec.field(default_factory=list)
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    root_path: str = ""
+    grpc_port: int = 8081
+    #: Largest gRPC message in bytes, both ways (MLServer's name). None: ``max_request_size``.
+    grpc_max_message_length: int | None = None
+    grpc_tls_certificate: str | None = None
+    grpc_tls_key: str | None = None
+    grpc_tls_client_ca: str | None = None
+    #: Largest REST request body in bytes; larger bodies get 413 before they are read whole.
+    max_request_size: int = 100 * 1024 * 1024
+    cors_settings: CORSSettings | None = None
+    gzip_enabled: bool = True
+    metrics_endpoint: str | None = "/metrics"
+    metrics_port: int = 8082
+    #: Serve metrics on the HTTP port instead of ``metrics_port``.
+    metrics_on_http_port: bool = False
+    metrics_rest_server_prefix: str = "rest_server"
+    use_structured_logging: bool = False
+    logging_settings: str | dict[str, Any] | None = None
+    log_level: str = "INFO"
+    #: Seconds a model's ``predict`` may take before the request fails with INFERENCE_TIMEOUT.
+    inference_timeout: float | None = None
+    #: Seconds in-flight requests get to finish on SIGTERM/SIGINT before the server stops.
+    graceful_shutdown_timeout: float = 30.0
+
+
+class ModelParameters(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``parameters`` of a model-settings file: where the artefact is, which version, extras."""
+
+    uri: str | None = None
+    version: str | None = None
+    format: str | None = None
+    content_type: str | None = None
+    environment_tarball: str | None = None
+    environment_path: str | None = None
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One model version's settings (``model-settings.json``)."""
+
+    name: str = ""
+    #: "module.Class", imported from the model's folder first (as MLServer does).
+    implementation: str = ""
+    platform: str = ""
+    versions: list[str] = msgspec.field(default_factory=list)
+    inputs: list[MetadataTensor] = msgspec.field(default_factory=list)
+    outputs: list[MetadataTensor] = msgspec.field(default_factory=list)
+    parameters: ModelParameters | None = None
+    #: Worker processes for this model; None inherits the server's ``parallel_workers``.
+    parallel_workers: int | None = None
+    max_batch_size: int = 0
+    max_batch_time: float = 0.0
+    #: The folder the settings file was found in; relative URIs resolve against it.
+    folder: str | None = None
+
+    @property
+    def version(self) -> str | None:
+        """The version from ``parameters.version``, or None for an unversioned model."""
+        return self.parameters.version if self.parameters else None

@@ -1,0 +1,52 @@
+"""Every task of the project, one entry point: ``nox -s tests lint typecheck demo bench proto``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+ROOT = Path(__file__).parent
+PYTHON = os.environ.get("INFERKIT_NOX_PYTHON") or None  # None: the python running nox
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite: unit, transport, conformance and e2e tests, with branch coverage."""
+    session.install("-e", ".[test,sklearn,xgboost]")
+    session.run("pytest", "--cov=inferkit", "--cov-report=term", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[test,sklearn,xgboost]", "mypy>=1.10")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Install, build the example models if missing, and serve the examples (8080/8081/8082)."""
+    session.install("-e", ".[all]")
+    session.run("python", "examples/prepare.py")
+    session.run("inferkit", "start", "examples", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def proto(session: nox.Session) -> None:
+    """Regenerate the gRPC code in inferkit/transports/grpc/_generated from proto/."""
+    session.install("betterproto2-compiler>=0.9,<0.11", "grpcio-tools>=1.60")
+    session.run("python", "scripts/gen_proto.py")
