@@ -1,0 +1,55 @@
+"""Toy models shared by the tests (importable because pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from inferkit import InferenceRequest, InferenceResponse, Model, ModelSettings
+from inferkit.codecs import decode_tensor, encode_tensor
+from inferkit.settings import ModelParameters
+
+
+class SumModel(Model):
+    """Sums each input tensor along its last axis; ``output`` is FP64 for FP inputs."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        arrays = [decode_tensor(t, f"$.inputs[{i}]") for i, t in enumerate(payload.inputs)]
+        total = np.sum([a.sum(axis=-1) for a in arrays], axis=0)
+        return InferenceResponse(model_name=self.name, outputs=[encode_tensor("total", total)])
+
+
+def sum_model(name: str = "sum", version: str | None = None, **settings: Any) -> SumModel:
+    """A ``SumModel`` with the given name and version."""
+    params = ModelParameters(version=version) if version else None
+    return SumModel(ModelSettings(name=name, parameters=params, **settings))
+
+
+class FailingModel(Model):
+    """Raises an unexpected exception carrying a secret in its text."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        raise RuntimeError("secret-token-123 leaked?")
+
+
+class HangingModel(Model):
+    """Never answers (until cancelled)."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class BrokenLoadModel(Model):
+    """Fails to load."""
+
+    async def load(self) -> bool:
+        raise FileNotFoundError("weights.bin is missing")
+
+
+def named(cls: type[Model], name: str, version: str | None = None, **settings: Any) -> Model:
+    """An instance of ``cls`` with the given name and version."""
+    params = ModelParameters(version=version) if version else None
+    return cls(ModelSettings(name=name, parameters=params, **settings))
