@@ -1,0 +1,100 @@
+"""The ``inferkit`` command: ``inferkit start DIR`` serves an MLServer-style model repository.
+
+Thin by design: read settings (file, then env, then flags), point a repository at the folder,
+and hand a ``Server`` to the runner. Every expected failure (missing folder, bad settings, port
+in use) is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._version import __version__
+from .errors import InferkitError
+
+__all__ = ["main"]
+
+log = logging.getLogger("inferkit.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inferkit",
+        description="Serve ML models over the Open Inference Protocol (V2): REST, gRPC, metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"inferkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    start = commands.add_parser(
+        "start", help="serve the models in a folder (settings.json + model-settings.json files)"
+    )
+    start.add_argument("folder", help="the model repository (MLServer's layout)")
+    start.add_argument("--host", help="address to listen on (settings: host)")
+    start.add_argument("--http-port", type=int, help="REST port (settings: http_port)")
+    start.add_argument("--grpc-port", type=int, help="gRPC port (settings: grpc_port)")
+    start.add_argument("--metrics-port", type=int, help="metrics port (settings: metrics_port)")
+    start.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (settings: log_level)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``inferkit`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return _start(args)
+    except InferkitError as exc:
+        print(f"inferkit: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    from .repository import ModelRepository
+    from .runner import serve
+    from .server import Server
+    from .settings_loader import load_settings
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"inferkit: error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    environ = dict(os.environ)
+    ignored: list[str] = []
+    settings = load_settings(folder, environ, ignored=ignored)
+    overrides = {
+        "host": args.host,
+        "http_port": args.http_port,
+        "grpc_port": args.grpc_port,
+        "metrics_port": args.metrics_port,
+        "log_level": args.log_level,
+    }
+    for field, value in overrides.items():
+        if value is not None:
+            setattr(settings, field, value)
+    _configure_logging(settings.log_level if not settings.debug or args.log_level else "DEBUG")
+    if ignored:
+        # Real MLServer repositories carry kafka, tracing, cache... settings: serve anyway.
+        log.warning("Ignoring settings inferkit does not implement: %s", ", ".join(ignored))
+    # With no model folder, MLSERVER_MODEL_* variables describe the one model (as in MLServer).
+    repository = ModelRepository(settings.model_repository_root, environ)
+    serve(Server(settings=settings, repository=repository))
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s] %(levelname)s - %(message)s"))
+    root = logging.getLogger("inferkit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,150 @@
+"""Running a ``Server``: hypercorn for REST (and, as they join, gRPC and metrics) in one loop.
+
+This is the only module that binds ports and handles signals. ``serve_async`` loads the models,
+starts every listener, and on SIGTERM/SIGINT (or cancellation) stops accepting, lets in-flight
+requests finish within ``graceful_shutdown_timeout``, unloads the models and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+
+from .errors import InferkitError
+from .server import Server
+from .settings import Settings
+
+__all__ = ["PortInUse", "serve", "serve_async"]
+
+log = logging.getLogger("inferkit.runner")
+
+#: A listener of the runner: runs until the event is set, then drains and returns.
+Service = Callable[[Server, Settings, asyncio.Event], Coroutine[None, None, None]]
+
+
+class PortInUse(InferkitError):
+    """A port the settings ask for cannot be bound."""
+
+    code = "PORT_IN_USE"
+
+
+def serve(server: Server, settings: Settings | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, in a new event loop (uvloop when it is installed)."""
+    coro = serve_async(server, settings)
+    loop_factory = _uvloop_factory()
+    if loop_factory is not None and sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(coro)
+    else:
+        asyncio.run(coro)
+
+
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+async def serve_async(server: Server, settings: Settings | None = None) -> None:
+    """Serve in the running loop until signalled or cancelled, then drain and unload."""
+    settings = settings if settings is not None else server.settings
+    services = _services(settings)
+    for host, port, what in _ports(settings, services):
+        _check_port(host, port, what)
+    stop = asyncio.Event()
+    restore = _install_signal_handlers(stop)
+    try:
+        await server.start()
+        await _log_models(server)
+        tasks = [asyncio.create_task(service(server, settings, stop)) for service in services]
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {waiter}:
+                task.result()  # a listener that died: surface its error
+        finally:
+            log.info("Shutting down: draining in-flight requests")
+            server.begin_shutdown()
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            waiter.cancel()
+    finally:
+        restore()
+        await server.stop()
+        log.info("Stopped")
+
+
+def _services(settings: Settings) -> list[Service]:
+    return [_rest_service]
+
+
+def _ports(settings: Settings, services: list[Service]) -> list[tuple[str, int, str]]:
+    ports = [(settings.host, settings.http_port, "HTTP")]
+    return [p for p in ports if p[1]]
+
+
+async def _rest_service(server: Server, settings: Settings, stop: asyncio.Event) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    from .transports.rest import create_rest_app
+
+    config = Config()
+    config.bind = [_address(settings.host, settings.http_port)]
+    config.graceful_timeout = settings.graceful_shutdown_timeout
+    config.root_path = settings.root_path
+    config.accesslog = None
+    config.errorlog = logging.getLogger("inferkit.http")
+    config.keep_alive_timeout = 75  # longer than common load balancers' idle timeouts
+    app = create_rest_app(server, settings)
+    log.info("HTTP server running on http://%s:%d", settings.host, settings.http_port)
+    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    # Fail before loading any model, with one clear line, rather than a traceback later.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                f"Cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+
+    def restore() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return restore
+
+
+async def _log_models(server: Server) -> None:
+    for item in await server.index():
+        label = f"'{item.name}'" + (f" version '{item.version}'" if item.version else "")
+        if item.state == "FAILED":
+            log.error("Model %s FAILED: %s", label, item.reason)
+        else:
+            log.info("Model %s %s", label, item.state)
