@@ -1,0 +1,309 @@
+"""Tensors to numpy arrays and back: the pure functions every codec and the server build on.
+
+A tensor's ``data`` arrives in one of four forms (see :mod:`inferkit.types`): a flat JSON list, a
+nested JSON list, a numpy array (built in process, e.g. by the gRPC transport), or raw
+little-endian ``bytes`` (gRPC ``raw_input_contents``). Raw ``BYTES`` tensors use Triton's framing:
+each element is a 4-byte little-endian length followed by that many bytes.
+
+Numeric data is converted by numpy in C; only ``BYTES`` elements (and the error path, which looks
+for the first bad element to name it) are visited one by one in Python.
+
+``where`` is the JSON path of the tensor (``$.inputs[1]``); errors name the offending field below
+it, msgspec style: ``Expected 6 elements for shape [2, 3], got 5 - at `$.inputs[1].data` ``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..errors import InvalidRequest, InvalidShape, UnsupportedDatatype
+from ..types import Parameters, RequestInput, ResponseOutput
+from .datatypes import to_datatype, to_dtype
+
+__all__ = ["Tensor", "check_tensor", "decode_tensor", "encode_raw", "encode_tensor"]
+
+#: Anything with ``name``, ``shape``, ``datatype``, ``parameters`` and ``data``.
+Tensor = RequestInput | ResponseOutput
+
+_PREFIX = struct.Struct("<I")
+_RAW = (bytes, bytearray, memoryview)
+
+
+def check_tensor(tensor: Tensor, where: str = "$") -> None:
+    """Validate datatype, shape and element count without converting flat data.
+
+    This is the cheap check run on every request input before the model sees it. Flat lists
+    are only counted; nested lists and raw ``BYTES`` have to be walked to be counted, so the
+    converted array is stored back into ``tensor.data`` and the work is not repeated.
+    """
+    datatype = tensor.datatype
+    _dtype_at(datatype, where)
+    count = _count(tensor.shape, where)
+    data = tensor.data
+    if type(data) is list:
+        if not data or type(data[0]) is not list:
+            if len(data) != count:
+                raise _count_error(count, tensor.shape, len(data), where)
+            return
+    elif isinstance(data, np.ndarray):
+        if data.size != count:
+            raise _count_error(count, tensor.shape, data.size, where)
+        if datatype == "BYTES" and data.dtype.kind not in "OSU":
+            raise _not_bytes(data, where)
+        return
+    elif isinstance(data, _RAW) and datatype != "BYTES":
+        _check_raw_size(data, datatype, count, tensor.shape, where)
+        return
+    tensor.data = decode_tensor(tensor, where)
+
+
+def decode_tensor(tensor: Tensor, where: str = "$") -> np.ndarray[Any, Any]:
+    """The tensor's data as a numpy array of its datatype, shaped by ``tensor.shape``.
+
+    ``BYTES`` tensors become ``object`` arrays of :class:`bytes` (strings are UTF-8 encoded).
+    Raises :class:`UnsupportedDatatype`, :class:`InvalidShape` or :class:`InvalidRequest`.
+    """
+    datatype = tensor.datatype
+    dtype = _dtype_at(datatype, where)
+    shape = tensor.shape
+    count = _count(shape, where)
+    data = tensor.data
+    if isinstance(data, list):
+        array = _from_list(data, datatype, dtype, where)
+    elif isinstance(data, np.ndarray):
+        array = _from_array(data, datatype, dtype, where)
+    elif isinstance(data, _RAW):
+        array = _from_raw(data, datatype, dtype, count, shape, where)
+    elif data is None:
+        array = np.empty(0, dtype)
+    else:
+        raise InvalidRequest(
+            f"Expected a list, array or bytes as tensor data, got `{type(data).__name__}`",
+            where=f"{where}.data",
+        )
+    if array.size != count:
+        raise _count_error(count, shape, array.size, where)
+    return array.reshape(shape)
+
+
+def encode_tensor(name: str, array: Any, parameters: Parameters | None = None) -> ResponseOutput:
+    """A response output holding ``array`` itself; datatype and shape come from the array.
+
+    A 0-d array (a numpy scalar result) gets shape ``[1]``, as MLServer clients expect.
+    """
+    array = np.asarray(array)
+    datatype = to_datatype(array.dtype)
+    if array.ndim == 0:
+        array = array.reshape(1)
+    return ResponseOutput(
+        name=name, shape=list(array.shape), datatype=datatype, parameters=parameters, data=array
+    )
+
+
+def encode_raw(array: Any) -> bytes:
+    """An array as raw little-endian bytes (gRPC ``raw_*_contents``); BYTES in Triton framing."""
+    arr: np.ndarray[Any, Any] = np.asarray(array)
+    if to_datatype(arr.dtype) == "BYTES":
+        items = _bytes_items(arr.reshape(-1).tolist(), "$")
+        return b"".join([_PREFIX.pack(len(item)) + item for item in items])
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _dtype_at(datatype: str, where: str) -> np.dtype[Any]:
+    """:func:`to_dtype`, with the error located at the tensor's ``datatype`` field."""
+    try:
+        return to_dtype(datatype)
+    except UnsupportedDatatype as err:
+        raise err.at(f"{where}.datatype") from None
+
+
+def _count(shape: list[int], where: str) -> int:
+    for i, dim in enumerate(shape):
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 0:
+            raise InvalidShape(
+                f"Expected `int` >= 0, got `{show_value(dim)}`", where=f"{where}.shape[{i}]"
+            )
+    return math.prod(shape)
+
+
+def _count_error(count: int, shape: list[int], got: int, where: str) -> InvalidShape:
+    return InvalidShape(
+        f"Expected {count} elements for shape {list(shape)}, got {got}", where=f"{where}.data"
+    )
+
+
+def _from_list(
+    data: list[Any], datatype: str, dtype: np.dtype[Any], where: str
+) -> np.ndarray[Any, Any]:
+    if datatype == "BYTES":
+        return _object_array(_bytes_items(data, f"{where}.data"))
+    try:
+        if datatype == "BOOL":
+            # numpy would turn "abc" and null into True and False; JSON booleans (or 0/1) only.
+            array = np.array(data)
+            if array.dtype.kind not in "biu" and array.size:
+                raise ValueError(array.dtype)
+            return array.astype(np.bool_, copy=False)
+        with np.errstate(over="ignore"):  # 1e300 as FP16 is inf, as IEEE casts say
+            return np.array(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise _bad_element(data, datatype, dtype, f"{where}.data") from None
+
+
+def _from_array(
+    array: np.ndarray[Any, Any], datatype: str, dtype: np.dtype[Any], where: str
+) -> np.ndarray[Any, Any]:
+    if datatype == "BYTES":
+        if array.dtype.kind not in "OSU":
+            raise _not_bytes(array, where)
+        return _object_array(_bytes_items(array.reshape(-1).tolist(), f"{where}.data"))
+    if array.dtype == dtype:
+        return array
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return array.astype(dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidRequest(
+            f"Expected `{datatype}`, got an array of `{array.dtype}`", where=f"{where}.data"
+        ) from None
+
+
+def _not_bytes(array: np.ndarray[Any, Any], where: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Expected `BYTES`, got an array of `{array.dtype}`", where=f"{where}.data"
+    )
+
+
+def _from_raw(
+    data: bytes | bytearray | memoryview,
+    datatype: str,
+    dtype: np.dtype[Any],
+    count: int,
+    shape: list[int],
+    where: str,
+) -> np.ndarray[Any, Any]:
+    if datatype == "BYTES":
+        return _object_array(_unpack_bytes(bytes(data), f"{where}.data"))
+    _check_raw_size(data, datatype, count, shape, where)
+    if datatype == "BOOL":
+        return np.frombuffer(data, np.uint8).astype(np.bool_)
+    # Zero-copy (and so read-only) view of the request body, converted only on big-endian hosts.
+    array = np.frombuffer(data, dtype.newbyteorder("<"))
+    return array if array.dtype.isnative else array.astype(dtype)
+
+
+def _check_raw_size(
+    data: bytes | bytearray | memoryview, datatype: str, count: int, shape: list[int], where: str
+) -> None:
+    nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
+    expected = count * to_dtype(datatype).itemsize
+    if nbytes != expected:
+        raise InvalidShape(
+            f"Expected {expected} bytes for shape {list(shape)} of `{datatype}`, got {nbytes}",
+            where=f"{where}.data",
+        )
+
+
+def _unpack_bytes(buf: bytes, where: str) -> list[bytes]:
+    items: list[bytes] = []
+    offset, end = 0, len(buf)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidRequest(
+                f"Expected a 4-byte length prefix at byte {offset} of raw `BYTES` data, "
+                f"got {end - offset} bytes",
+                where=where,
+            )
+        (size,) = _PREFIX.unpack_from(buf, offset)
+        offset += 4
+        if offset + size > end:
+            raise InvalidRequest(
+                f"Expected {size} bytes for element {len(items)} of raw `BYTES` data, "
+                f"got {end - offset}",
+                where=where,
+            )
+        items.append(buf[offset : offset + size])
+        offset += size
+    return items
+
+
+def _bytes_items(data: list[Any], where: str, out: list[bytes] | None = None) -> list[bytes]:
+    """Flatten (nested) BYTES elements into a list of bytes; str elements are UTF-8 encoded."""
+    items: list[bytes] = [] if out is None else out
+    for i, item in enumerate(data):
+        kind = type(item)
+        if kind is bytes:
+            items.append(item)
+        elif kind is str:
+            items.append(item.encode())
+        elif kind is list:
+            _bytes_items(item, f"{where}[{i}]", items)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            items.append(bytes(item))
+        elif isinstance(item, str):
+            items.append(str(item).encode())
+        else:
+            raise InvalidRequest(
+                f"Expected `BYTES`, got `{show_value(item)}`", where=f"{where}[{i}]"
+            )
+    return items
+
+
+def _object_array(items: list[bytes]) -> np.ndarray[Any, Any]:
+    # Slice assignment keeps every element a `bytes` object (numpy never looks inside them).
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _bad_element(
+    data: list[Any], datatype: str, dtype: np.dtype[Any], where: str
+) -> InvalidRequest:
+    """The error for a list numpy refused: name the first bad element, else call it ragged."""
+    found = _find_bad(data, datatype, dtype, where)
+    if found is not None:
+        return found
+    return InvalidRequest(
+        f"Expected a flat list or nested lists of equal length of `{datatype}` values",
+        where=where,
+    )
+
+
+def _find_bad(
+    data: list[Any], datatype: str, dtype: np.dtype[Any], where: str
+) -> InvalidRequest | None:
+    for i, item in enumerate(data):
+        if isinstance(item, list):
+            found = _find_bad(item, datatype, dtype, f"{where}[{i}]")
+            if found is not None:
+                return found
+        elif not _converts(item, datatype, dtype):
+            return InvalidRequest(
+                f"Expected `{datatype}`, got `{show_value(item)}`", where=f"{where}[{i}]"
+            )
+    return None
+
+
+def _converts(item: Any, datatype: str, dtype: np.dtype[Any]) -> bool:
+    if datatype == "BOOL":
+        return isinstance(item, (bool, int, np.bool_, np.integer))
+    try:
+        with np.errstate(over="ignore"):
+            np.array(item, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+def show_value(value: Any) -> str:
+    """A short JSON-ish rendering of a client's value for an error message."""
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
