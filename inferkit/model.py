@@ -112,8 +112,13 @@ class Model:
 
     def decode_request(self, inference_request: InferenceRequest, default_codec: Any = None) -> Any:
         """Decode a whole request with a request codec (e.g. into a DataFrame)."""
+        params = self.settings.parameters
         return _codecs.decode_request(
-            self.codecs, inference_request, self.settings.inputs, default_codec
+            self.codecs,
+            inference_request,
+            self.settings.inputs,
+            default_codec,
+            content_type=params.content_type if params else None,
         )
 
     def encode(

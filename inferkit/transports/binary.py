@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .. import codecs
 from ..errors import InvalidRequest
 from ..types import InferenceRequest, InferenceResponse, ResponseOutput, encode_json
@@ -85,15 +83,4 @@ def encode_binary_response(
 def _tensor_bytes(output: ResponseOutput) -> bytes:
     if isinstance(output.data, bytes):
         return output.data
-    array = codecs.decode_tensor(output, "$")
-    if output.datatype == "BYTES":
-        return b"".join(
-            len(item).to_bytes(4, "little") + item for item in map(_as_bytes, array.flat)
-        )
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-
-
-def _as_bytes(item: Any) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    return str(item).encode("utf-8")
+    return codecs.encode_raw(codecs.decode_tensor(output, "$"))
