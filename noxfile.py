@@ -47,6 +47,6 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def proto(session: nox.Session) -> None:
-    """Regenerate the gRPC code in inferkit/transports/grpc/_generated from proto/."""
-    session.install("betterproto2-compiler>=0.9,<0.11", "grpcio-tools>=1.60")
-    session.run("python", "scripts/gen_proto.py")
+    """Regenerate inferkit/transports/grpc/_generated from proto/ (``-- --check``: verify)."""
+    session.install("grpcio-tools>=1.60", "betterproto2-compiler>=0.10,<0.11", "ruff>=0.6")
+    session.run("python", "scripts/gen_proto.py", *session.posargs)

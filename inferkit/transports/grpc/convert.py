@@ -1,0 +1,365 @@
+"""Pure conversions between the generated V2 protobuf messages and inferkit's Structs.
+
+No I/O and no grpclib here: every function takes a message or a Struct and returns the other, so
+the gRPC service stays a thin shell and these rules are tested as tables, both directions.
+
+Tensors (see ``_tensors``) arrive typed or raw and become numpy arrays of their shape in
+``RequestInput.data``, raw ones through ``np.frombuffer``, never through Python lists. A request
+that came raw is answered raw, as Triton and MLServer do: the service passes
+``raw=uses_raw(message)`` to :func:`response_to_proto`. tritonclient sends raw and reads only
+raw numeric outputs.
+
+Parameters. ``InferParameter`` carries a bool, an int64, a string, a double or a uint64; they
+map to Python ``bool``, ``int``, ``str``, ``float`` and ``int``. Python values of any other
+type (lists, dicts) have no protobuf form and travel as their JSON text in ``string_param``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar, get_args
+
+import numpy as np
+
+from inferkit.errors import InvalidRequest, ModelNotFound
+from inferkit.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataModelResponse,
+    MetadataServerResponse,
+    MetadataTensor,
+    Parameters,
+    RepositoryIndexRequest,
+    RepositoryIndexResponseItem,
+    RequestInput,
+    RequestOutput,
+    ResponseOutput,
+    State,
+    encode_json,
+)
+
+from ._generated import inference as pb
+from ._generated.inference import model_repository as mr
+from ._tensors import decode_tensors, encode_tensors, needs_raw
+
+__all__ = [
+    "index_from_proto",
+    "index_request_from_proto",
+    "index_to_model_repository_proto",
+    "index_to_proto",
+    "model_metadata_from_proto",
+    "model_metadata_to_proto",
+    "model_name_of",
+    "model_ref",
+    "parameters_from_proto",
+    "parameters_to_proto",
+    "request_from_proto",
+    "request_to_proto",
+    "response_from_proto",
+    "response_to_proto",
+    "server_metadata_from_proto",
+    "server_metadata_to_proto",
+    "uses_raw",
+]
+
+# -- parameters ---------------------------------------------------------------------------------
+
+_PARAM_FIELDS = ("bool_param", "int64_param", "string_param", "double_param", "uint64_param")
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+
+
+def _param_value(param: pb.InferParameter) -> Any:
+    for field in _PARAM_FIELDS:
+        value = getattr(param, field)
+        if value is not None:
+            return value
+    return None
+
+
+def _param(value: Any) -> pb.InferParameter:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):  # before int: bool is an int
+        return pb.InferParameter(bool_param=value)
+    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
+        return pb.InferParameter(int64_param=value)
+    if isinstance(value, int) and 0 <= value <= _UINT64_MAX:
+        return pb.InferParameter(uint64_param=value)
+    if isinstance(value, float):
+        return pb.InferParameter(double_param=value)
+    if isinstance(value, str):
+        return pb.InferParameter(string_param=value)
+    return pb.InferParameter(string_param=encode_json(value).decode())
+
+
+def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> Parameters | None:
+    """The V2 parameters of a protobuf map; ``None`` for an empty map, as the JSON omits it."""
+    if not params:
+        return None
+    return {key: _param_value(value) for key, value in params.items()}
+
+
+def parameters_to_proto(params: Parameters | None) -> dict[str, pb.InferParameter]:
+    """The protobuf map of V2 parameters; ``None`` values are left out (proto3 has no null)."""
+    return {key: _param(value) for key, value in (params or {}).items() if value is not None}
+
+
+# -- inference ----------------------------------------------------------------------------------
+
+
+def uses_raw(message: pb.ModelInferRequest) -> bool:
+    """Whether a request came raw, and so is answered with ``raw_output_contents``."""
+    return bool(message.raw_input_contents)
+
+
+def request_from_proto(message: pb.ModelInferRequest) -> InferenceRequest:
+    """The core request of a ``ModelInferRequest``; tensor data become numpy arrays.
+
+    Raises :class:`~inferkit.errors.InvalidRequest` (or a subclass) naming the field at fault.
+    The model name and version stay on the message: they select the model, not the input.
+    """
+    decoded = decode_tensors(
+        message.inputs, message.raw_input_contents, "$.inputs", "raw_input_contents"
+    )
+    return InferenceRequest(
+        id=message.id or None,
+        parameters=parameters_from_proto(message.parameters),
+        inputs=[
+            RequestInput(
+                name=t.name,
+                shape=list(t.shape),
+                datatype=t.datatype,
+                parameters=parameters_from_proto(t.parameters),
+                data=data,
+            )
+            for t, data in decoded
+        ],
+        outputs=[
+            RequestOutput(name=o.name, parameters=parameters_from_proto(o.parameters))
+            for o in message.outputs
+        ]
+        or None,
+    )
+
+
+def request_to_proto(
+    request: InferenceRequest, model_name: str, model_version: str = "", *, raw: bool = False
+) -> pb.ModelInferRequest:
+    """The ``ModelInferRequest`` of a core request (for clients and tests); typed or raw."""
+    raw = raw or needs_raw(request.inputs)
+    contents, raw_contents = encode_tensors(request.inputs, raw, "$.inputs")
+    return pb.ModelInferRequest(
+        model_name=model_name,
+        model_version=model_version,
+        id=request.id or "",
+        parameters=parameters_to_proto(request.parameters),
+        inputs=[
+            pb.ModelInferRequestInferInputTensor(
+                name=t.name,
+                datatype=t.datatype,
+                shape=list(t.shape),
+                parameters=parameters_to_proto(t.parameters),
+                contents=c,
+            )
+            for t, c in zip(request.inputs, contents, strict=True)
+        ],
+        outputs=[
+            pb.ModelInferRequestInferRequestedOutputTensor(
+                name=o.name, parameters=parameters_to_proto(o.parameters)
+            )
+            for o in request.outputs or ()
+        ],
+        raw_input_contents=raw_contents,
+    )
+
+
+def response_to_proto(response: InferenceResponse, *, raw: bool = False) -> pb.ModelInferResponse:
+    """The ``ModelInferResponse`` of a core response.
+
+    ``raw`` asks for ``raw_output_contents`` (pass :func:`uses_raw` of the request); a response
+    with an FP16 output is raw in any case, since FP16 has no typed field. Arrays go out through
+    ``tobytes()`` (raw) or ``tolist()`` (typed).
+    """
+    raw = raw or needs_raw(response.outputs)
+    contents, raw_contents = encode_tensors(response.outputs, raw, "$.outputs")
+    return pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version or "",
+        id=response.id or "",
+        parameters=parameters_to_proto(response.parameters),
+        outputs=[
+            pb.ModelInferResponseInferOutputTensor(
+                name=t.name,
+                datatype=t.datatype,
+                shape=list(t.shape),
+                parameters=parameters_to_proto(t.parameters),
+                contents=c,
+            )
+            for t, c in zip(response.outputs, contents, strict=True)
+        ],
+        raw_output_contents=raw_contents,
+    )
+
+
+def response_from_proto(message: pb.ModelInferResponse) -> InferenceResponse:
+    """The core response of a ``ModelInferResponse`` (for clients and tests)."""
+    decoded = decode_tensors(
+        message.outputs, message.raw_output_contents, "$.outputs", "raw_output_contents"
+    )
+    return InferenceResponse(
+        model_name=message.model_name,
+        model_version=message.model_version or None,
+        id=message.id or None,
+        parameters=parameters_from_proto(message.parameters),
+        outputs=[
+            ResponseOutput(
+                name=t.name,
+                shape=list(t.shape),
+                datatype=t.datatype,
+                parameters=parameters_from_proto(t.parameters),
+                data=data,
+            )
+            for t, data in decoded
+        ],
+    )
+
+
+# -- metadata -----------------------------------------------------------------------------------
+
+
+class _Ref(Protocol):
+    # ModelReadyRequest, ModelMetadataRequest, ModelStatisticsRequest.
+    name: str
+    version: str
+
+
+def model_ref(message: _Ref) -> tuple[str, str | None]:
+    """``(name, version)`` of a model request; an empty version (proto3's unset) is ``None``."""
+    return message.name, message.version or None
+
+
+def server_metadata_to_proto(meta: MetadataServerResponse) -> pb.ServerMetadataResponse:
+    """``ServerMetadataResponse`` of the core server metadata."""
+    return pb.ServerMetadataResponse(
+        name=meta.name, version=meta.version, extensions=list(meta.extensions)
+    )
+
+
+def server_metadata_from_proto(message: pb.ServerMetadataResponse) -> MetadataServerResponse:
+    """The core server metadata of a ``ServerMetadataResponse``."""
+    return MetadataServerResponse(
+        name=message.name, version=message.version, extensions=list(message.extensions)
+    )
+
+
+def _tensor_meta_to_proto(t: MetadataTensor) -> pb.ModelMetadataResponseTensorMetadata:
+    return pb.ModelMetadataResponseTensorMetadata(
+        name=t.name,
+        datatype=t.datatype,
+        shape=list(t.shape),
+        parameters=parameters_to_proto(t.parameters),
+    )
+
+
+def _tensor_meta_from_proto(t: pb.ModelMetadataResponseTensorMetadata) -> MetadataTensor:
+    return MetadataTensor(
+        name=t.name,
+        datatype=t.datatype,
+        shape=list(t.shape),
+        parameters=parameters_from_proto(t.parameters),
+    )
+
+
+def model_metadata_to_proto(meta: MetadataModelResponse) -> pb.ModelMetadataResponse:
+    """``ModelMetadataResponse`` of a core model metadata, with MLServer's parameters."""
+    return pb.ModelMetadataResponse(
+        name=meta.name,
+        versions=list(meta.versions or ()),
+        platform=meta.platform,
+        inputs=[_tensor_meta_to_proto(t) for t in meta.inputs or ()],
+        outputs=[_tensor_meta_to_proto(t) for t in meta.outputs or ()],
+        parameters=parameters_to_proto(meta.parameters),
+    )
+
+
+def model_metadata_from_proto(message: pb.ModelMetadataResponse) -> MetadataModelResponse:
+    """The core model metadata of a ``ModelMetadataResponse``; empty lists become ``None``."""
+    return MetadataModelResponse(
+        name=message.name,
+        versions=list(message.versions) or None,
+        platform=message.platform,
+        inputs=[_tensor_meta_from_proto(t) for t in message.inputs] or None,
+        outputs=[_tensor_meta_from_proto(t) for t in message.outputs] or None,
+        parameters=parameters_from_proto(message.parameters),
+    )
+
+
+# -- model repository ---------------------------------------------------------------------------
+
+_STATES: frozenset[str] = frozenset(get_args(State))
+
+_Index = TypeVar("_Index", pb.RepositoryIndexResponse, mr.RepositoryIndexResponse)
+
+
+def index_request_from_proto(
+    message: pb.RepositoryIndexRequest | mr.RepositoryIndexRequest,
+) -> RepositoryIndexRequest:
+    """The core index request; ``ready=false`` is proto3's unset and lists every model."""
+    return RepositoryIndexRequest(ready=True if message.ready else None)
+
+
+def _index(items: Iterable[RepositoryIndexResponseItem], cls: type[_Index], item: Any) -> _Index:
+    return cls(
+        models=[item(name=i.name, version=i.version, state=i.state, reason=i.reason) for i in items]
+    )
+
+
+def index_to_proto(items: Iterable[RepositoryIndexResponseItem]) -> pb.RepositoryIndexResponse:
+    """``inference.RepositoryIndexResponse`` of the core repository index."""
+    return _index(items, pb.RepositoryIndexResponse, pb.RepositoryIndexResponseModelIndex)
+
+
+def index_to_model_repository_proto(
+    items: Iterable[RepositoryIndexResponseItem],
+) -> mr.RepositoryIndexResponse:
+    """The same index for MLServer's ``inference.model_repository`` service."""
+    return _index(items, mr.RepositoryIndexResponse, mr.RepositoryIndexResponseModelIndex)
+
+
+def index_from_proto(
+    message: pb.RepositoryIndexResponse | mr.RepositoryIndexResponse,
+) -> list[RepositoryIndexResponseItem]:
+    """The core repository index of either service's response; unknown states are UNKNOWN."""
+    return [
+        RepositoryIndexResponseItem(
+            name=m.name,
+            version=m.version,
+            state=m.state if m.state in _STATES else "UNKNOWN",  # type: ignore[arg-type]
+            reason=m.reason,
+        )
+        for m in message.models
+    ]
+
+
+class _LoadRequest(Protocol):
+    # Load/unload requests of both services.
+    repository_name: str
+    model_name: str
+
+
+def model_name_of(request: _LoadRequest, known: Callable[[str], bool]) -> str:
+    """The model a load or unload request names, under either numbering of its fields.
+
+    Triton, MLServer and Seldon number ``repository_name = 1, model_name = 2``; KServe's Python
+    server numbers ``model_name = 1``, which lands in ``repository_name`` here. So when
+    ``model_name`` is empty and field 1 is a model ``known`` to the server, field 1 is the
+    model. ``known`` should also answer for models the repository can discover on load.
+    """
+    if request.model_name:
+        return request.model_name
+    if request.repository_name and known(request.repository_name):
+        return request.repository_name
+    if request.repository_name:
+        name = request.repository_name
+        raise ModelNotFound(f"Model '{name}' not found", model=name)
+    raise InvalidRequest("Expected a model name, got none", where="$.model_name")
