@@ -81,7 +81,9 @@ def _start(args: argparse.Namespace) -> int:
     for field, value in overrides.items():
         if value is not None:
             setattr(settings, field, value)
-    _configure_logging(settings.log_level if not settings.debug or args.log_level else "DEBUG")
+    from .logs import configure_logging
+
+    configure_logging(settings, level=args.log_level)
     if ignored:
         # Real MLServer repositories carry kafka, tracing, cache... settings: serve anyway.
         log.warning("Ignoring settings inferkit does not implement: %s", ", ".join(ignored))
@@ -89,12 +91,3 @@ def _start(args: argparse.Namespace) -> int:
     repository = ModelRepository(settings.model_repository_root, environ)
     serve(Server(settings=settings, repository=repository))
     return 0
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s] %(levelname)s - %(message)s"))
-    root = logging.getLogger("inferkit")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False

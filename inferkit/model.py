@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
 from . import codecs as _codecs
+from .metrics import ModelMetrics
 from .settings import ModelSettings
 from .types import (
     InferenceRequest,
@@ -62,6 +63,8 @@ class Model:
         self.codecs: _codecs.CodecRegistry = _codecs.default_codecs()
         #: True once ``load`` succeeded; kept for MLServer models that check ``self.ready``.
         self.ready = False
+        #: Custom metrics, labelled with this model; exported on /metrics once served.
+        self.metrics = ModelMetrics(self.settings.name, self.settings.version or "")
 
     @property
     def name(self) -> str:

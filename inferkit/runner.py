@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .errors import InferkitError
 from .server import Server
@@ -83,11 +85,23 @@ async def serve_async(server: Server, settings: Settings | None = None) -> None:
 
 
 def _services(settings: Settings) -> list[Service]:
-    return [_rest_service]
+    services: list[Service] = [_rest_service]
+    if _metrics_installed():
+        from .transports.metrics import metrics_service
+
+        services.append(metrics_service)
+    return services
+
+
+def _metrics_installed() -> bool:
+    # The metrics extra is optional: without prometheus-client, REST (and gRPC) still serve.
+    return importlib.util.find_spec("prometheus_client") is not None
 
 
 def _ports(settings: Settings, services: list[Service]) -> list[tuple[str, int, str]]:
     ports = [(settings.host, settings.http_port, "HTTP")]
+    if settings.metrics_endpoint and not settings.metrics_on_http_port and _metrics_installed():
+        ports.append((settings.host, settings.metrics_port, "metrics"))
     return [p for p in ports if p[1]]
 
 
@@ -105,8 +119,15 @@ async def _rest_service(server: Server, settings: Settings, stop: asyncio.Event)
     config.errorlog = logging.getLogger("inferkit.http")
     config.keep_alive_timeout = 75  # longer than common load balancers' idle timeouts
     app = create_rest_app(server, settings)
+    asgi: Any = app
+    if _metrics_installed():
+        from .transports.metrics import create_metrics_app, instrument_rest_app
+
+        if settings.metrics_endpoint and settings.metrics_on_http_port:
+            app.routes.extend(create_metrics_app(server, settings=settings).routes)
+        asgi = instrument_rest_app(app, server)
     log.info("HTTP server running on http://%s:%d", settings.host, settings.http_port)
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await hypercorn_serve(asgi, config, shutdown_trigger=stop.wait)
 
 
 def _address(host: str, port: int) -> str:

@@ -29,6 +29,7 @@ from .errors import (
     ShuttingDown,
 )
 from .events import Event, InferenceFinished, Listener
+from .metrics import MetricStore
 from .model import Model, ModelProtocol
 from .registry import ModelFactory, Registry, Slot
 from .settings import ModelSettings, Settings
@@ -71,6 +72,8 @@ class Server:
         #: Protocol extensions advertised by ``metadata()``; transports may add theirs.
         self.extensions: list[str] = ["model_repository", *self.settings.extensions]
         self._listeners: list[Listener] = []
+        #: Metrics of the transports and custom metrics of the models, for exporters.
+        self.metrics = MetricStore()
         self._registry = Registry(self._emit)
         self._closing = False
         self._started = False
@@ -86,17 +89,28 @@ class Server:
             return
         if isinstance(model, Model):
             model.codecs = self.codecs
+            self.metrics.attach(model.metrics)
         instance = model
         self._registry.add(model.settings, lambda _settings: instance)
 
     def _factory_for(self, settings: ModelSettings) -> ModelFactory:
         def build(settings: ModelSettings) -> ModelProtocol:
+            workers = settings.parallel_workers
+            if workers is None:
+                workers = self.settings.parallel_workers
+            if workers > 0:
+                from .parallel import ParallelModel
+
+                return ParallelModel(
+                    settings, workers=workers, server_settings=self.settings, codecs=self.codecs
+                )
             from .repository import resolve_implementation
 
             cls = resolve_implementation(settings)
             model: ModelProtocol = cls(settings)
             if isinstance(model, Model):
                 model.codecs = self.codecs
+                self.metrics.attach(model.metrics)
             return model
 
         return build

@@ -12,9 +12,12 @@ let :mod:`inferkit.runner` serve it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -27,8 +30,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .. import errors
+from ..events import Event, InferenceFinished
+from ..logs import log_access
 from ..server import Server
 from ..settings import Settings
+from ..statistics import Statistics
 from ..types import InferenceRequest, RepositoryIndexRequest, encode_json
 from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
 from .openapi import docs_routes
@@ -128,6 +134,14 @@ class _Api:
         self.limit = max_request_size
         self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
+        # Statistics extension and Server-Timing, both fed by the core's events.
+        self.statistics = Statistics()
+        server.add_listener(self.statistics)
+        with contextlib.suppress(ValueError):  # once per server, however many apps
+            server.remove_listener(_remember_inference)
+        server.add_listener(_remember_inference)
+        if "statistics" not in server.extensions:
+            server.extensions.append("statistics")
 
     def routes(self) -> list[BaseRoute]:
         model = "/v2/models/{name}"
@@ -136,6 +150,9 @@ class _Api:
             ("/v2/health/live", self.live, "GET"),
             ("/v2/health/ready", self.ready, "GET"),
             ("/v2", self.metadata, "GET"),
+            ("/v2/models/stats", self.stats, "GET"),  # before {name}, which would match "stats"
+            (f"{model}/stats", self.stats, "GET"),
+            (f"{versioned}/stats", self.stats, "GET"),
             (model, self.model_metadata, "GET"),
             (versioned, self.model_metadata, "GET"),
             (f"{model}/ready", self.model_ready, "GET"),
@@ -147,7 +164,8 @@ class _Api:
             ("/v2/repository/models/{name}/unload", self.unload, "POST"),
         ]
         routes: list[BaseRoute] = [
-            Route(path, _guard(handler), methods=[method]) for path, handler, method in table
+            Route(path, _observed(_guard(h)) if h == self.infer else _guard(h), methods=[method])
+            for path, h, method in table
         ]
         return [*routes, *docs_routes()]
 
@@ -178,13 +196,20 @@ class _Api:
             payload = decode_binary_request(
                 body, _int_header(header_length), self._decoder_for_header()
             )
+        request.state.request_id = payload.id
         payload.parameters = {**(payload.parameters or {}), "headers": dict(request.headers)}
         response = await self.server.infer(name, payload, version)
+        request.state.request_id = response.id
         all_binary = bool(payload.parameters.get("binary_data_output"))
         return _infer_response(response, all_binary)
 
     def _decoder_for_header(self) -> Callable[[bytes], InferenceRequest]:
         return lambda data: self._decode(self._decode_request, data)
+
+    async def stats(self, request: Request) -> Response:
+        params = request.path_params
+        index = await self.server.index()
+        return _json(self.statistics.report(index, params.get("name"), params.get("version")))
 
     async def index(self, request: Request) -> Response:
         body = await self._body(request)
@@ -278,3 +303,50 @@ def _infer_response(response: Any, all_binary: bool) -> Response:
         return Response(body, headers=headers, media_type=_JSON)
     headers["Inference-Header-Content-Length"] = str(header_length)
     return Response(body, headers=headers, media_type="application/octet-stream")
+
+
+# -- Server-Timing and the access log of the infer routes ------------------------------------
+
+#: The InferenceFinished event of this request's inference. The core calls listeners
+#: synchronously inside ``Server.infer``, so the listener sets it in the handler's own context.
+_inference: ContextVar[InferenceFinished | None] = ContextVar("inferkit_inference", default=None)
+
+
+def _remember_inference(event: Event) -> None:
+    if type(event) is InferenceFinished:
+        _inference.set(event)
+
+
+def _observed(handler: Handler) -> Handler:
+    """Add ``Server-Timing`` and log one access line around a (guarded) infer handler."""
+
+    async def observed(request: Request) -> Response:
+        started = time.perf_counter()
+        token = _inference.set(None)
+        try:
+            response = await handler(request)
+            event = _inference.get()
+        finally:
+            _inference.reset(token)
+        if event is not None:
+            response.headers["Server-Timing"] = _server_timing(event)
+        name, version = _model(request)
+        log_access(
+            method=request.method,
+            path=request.scope["path"],
+            status=response.status_code,
+            duration_s=time.perf_counter() - started,
+            request_id=getattr(request.state, "request_id", None)
+            or request.headers.get("x-request-id", ""),
+            model=event.model if event else name,
+            version=event.version if event else version or "",
+        )
+        return response
+
+    return observed
+
+
+def _server_timing(event: InferenceFinished) -> str:
+    # "queue" is everything but predict until batching measures the real wait (milliseconds).
+    queue_ms = max(event.duration_s - event.compute_s, 0.0) * 1000
+    return f"queue;dur={queue_ms:.3f}, compute;dur={event.compute_s * 1000:.3f}"

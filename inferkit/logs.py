@@ -1,0 +1,138 @@
+"""Logging: one ``inferkit`` logger tree, as text or as JSON lines, and the access log line.
+
+Library code only ever logs to ``logging.getLogger("inferkit.<module>")``; nothing here runs on
+import. The CLI calls :func:`configure_logging` once with the settings; an application that
+embeds inferkit configures logging its own way and the ``inferkit`` loggers simply propagate.
+
+Every inference request answered over REST (and gRPC, when it calls :func:`log_access`) logs
+one line on ``inferkit.access`` at INFO, with the request id, model, version, status and
+duration; in JSON mode they are separate fields. Set that logger to WARNING to silence it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from .errors import SettingsError
+from .settings import Settings
+
+__all__ = ["ACCESS_LOGGER", "JsonFormatter", "configure_logging", "log_access"]
+
+#: The logger of the access lines.
+ACCESS_LOGGER = "inferkit.access"
+
+TEXT_FORMAT = "%(asctime)s [%(name)s] %(levelname)s - %(message)s"
+
+# The attributes every LogRecord has; anything else was passed with ``extra=`` and is a field.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+_access = logging.getLogger(ACCESS_LOGGER)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, then the ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return msgspec.json.encode(entry, enc_hook=repr).decode()
+
+
+def configure_logging(
+    settings: Settings, *, level: str | None = None, stream: IO[str] | None = None
+) -> logging.Logger:
+    """Send the ``inferkit`` loggers to ``stream`` (stderr) as the settings say; returns the root.
+
+    The level is ``level`` if given (the CLI's ``--log-level``), else DEBUG with ``debug``,
+    else ``log_level``. ``use_structured_logging`` switches to JSON lines. ``logging_settings``
+    (a ``logging.config`` dict, or a JSON / INI file path, as in MLServer) is applied last, so
+    it can change any of this.
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    formatter = (
+        JsonFormatter() if settings.use_structured_logging else logging.Formatter(TEXT_FORMAT)
+    )
+    handler.setFormatter(formatter)
+    root = logging.getLogger("inferkit")
+    for old in root.handlers:
+        old.close()
+    root.handlers[:] = [handler]
+    root.setLevel((level or ("DEBUG" if settings.debug else settings.log_level)).upper())
+    # Our handler is the one that writes; an application's root handlers would print twice.
+    root.propagate = False
+    if settings.logging_settings:
+        _apply(settings.logging_settings)
+    return root
+
+
+def _apply(config: str | dict[str, Any]) -> None:
+    try:
+        if isinstance(config, dict):
+            logging.config.dictConfig(config)
+        elif config.endswith(".json"):
+            logging.config.dictConfig(json.loads(Path(config).read_text()))
+        else:
+            logging.config.fileConfig(config, disable_existing_loggers=False)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        where = "logging_settings" if isinstance(config, dict) else config
+        raise SettingsError(f"Invalid logging_settings ({where}): {exc}") from None
+
+
+def log_access(
+    *,
+    method: str,
+    path: str,
+    status: int | str,
+    duration_s: float,
+    request_id: str = "",
+    model: str = "",
+    version: str = "",
+) -> None:
+    """Log one access line (a no-op unless ``inferkit.access`` is enabled for INFO)."""
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    duration_ms = round(duration_s * 1000, 3)
+    _access.info(
+        "%s %s %s %.3fms request_id=%s model=%s version=%s",
+        method,
+        path,
+        status,
+        duration_ms,
+        request_id or "-",
+        model or "-",
+        version or "-",
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "request_id": request_id,
+            "model": model,
+            "version": version,
+        },
+    )

@@ -1,0 +1,230 @@
+"""Prometheus metrics: ``create_metrics_app(server)`` serves ``/metrics`` from its own registry.
+
+The app owns a prometheus-client ``CollectorRegistry`` (never the global one), so two servers in
+one process, or two tests, never see each other's numbers and need no cleanup. It is fed by:
+
+- the core's events (``server.add_listener``): inference requests, latency, compute time;
+- the server's metric store (``server.metrics``, read at scrape time): the transports' request
+  metrics (recorded by :func:`instrument_rest_app` and the gRPC service) and the custom metrics
+  of model code;
+- the repository index at scrape time: models by state;
+- prometheus-client's process collector: CPU, memory, file descriptors.
+
+:func:`metrics_service` serves the app on ``metrics_port`` for the runner; to serve it on the
+HTTP port instead, add its routes to the REST app (``rest_app.routes.extend(app.routes)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any, get_args
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge as PromGauge
+from prometheus_client import Histogram as PromHistogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..events import Event, InferenceFinished
+from ..metrics import DEFAULT_BUCKETS, HistogramSample, MetricStore, RequestMetrics
+from ..server import Server
+from ..settings import Settings
+from ..types import State
+
+__all__ = ["create_metrics_app", "instrument_rest_app", "metrics_service"]
+
+log = logging.getLogger("inferkit.metrics")
+
+_MODEL = ("model", "version")
+
+
+def create_metrics_app(
+    server: Server,
+    registry: CollectorRegistry | None = None,
+    *,
+    settings: Settings | None = None,
+) -> Starlette:
+    """An ASGI app serving ``server``'s metrics at ``metrics_endpoint`` (default ``/metrics``).
+
+    ``registry`` defaults to a new one owned by the app; pass one to add your own collectors.
+    Inference metrics count from the app's creation on. Both the Prometheus text format and
+    OpenMetrics (by ``Accept`` header) are served.
+    """
+    settings = settings if settings is not None else server.settings
+    registry = registry if registry is not None else CollectorRegistry()
+    inference = _InferenceMetrics(registry)
+    server.add_listener(inference)
+    registry.register(_StoreCollector(server.metrics))
+    models = PromGauge("inferkit_models", "Model versions by state", ["state"], registry=registry)
+    ProcessCollector(registry=registry)
+
+    async def scrape(request: Request) -> Response:
+        await _count_models(server, models)
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), headers={"Content-Type": content_type})
+
+    path = settings.metrics_endpoint or "/metrics"
+    return Starlette(routes=[Route(path, scrape, methods=["GET"])])
+
+
+class _InferenceMetrics:
+    """Listener turning ``InferenceFinished`` events into counters and histograms."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = PromCounter(
+            "inferkit_inference_requests",
+            "Inference requests answered, by error code (OK on success)",
+            [*_MODEL, "code"],
+            registry=registry,
+        )
+        self.duration = PromHistogram(
+            "inferkit_inference_duration_seconds",
+            "Seconds from an inference request to its answer, in the core, successful or not",
+            _MODEL,
+            buckets=DEFAULT_BUCKETS,
+            registry=registry,
+        )
+        self.compute = PromHistogram(
+            "inferkit_inference_compute_duration_seconds",
+            "Seconds spent in the model's predict, for successful requests",
+            _MODEL,
+            buckets=DEFAULT_BUCKETS,
+            registry=registry,
+        )
+
+    def __call__(self, event: Event) -> None:
+        if type(event) is not InferenceFinished:
+            return
+        labels = (event.model, event.version)
+        self.requests.labels(*labels, event.code or "OK").inc()
+        self.duration.labels(*labels).observe(event.duration_s)
+        if event.ok:
+            self.compute.labels(*labels).observe(event.compute_s)
+
+
+async def _count_models(server: Server, gauge: PromGauge) -> None:
+    counts = dict.fromkeys(get_args(State), 0)
+    for item in await server.index():
+        counts[item.state] = counts.get(item.state, 0) + 1
+    for state, count in counts.items():
+        gauge.labels(state).set(count)
+
+
+class _StoreCollector(Collector):
+    """Exports a core :class:`~inferkit.metrics.MetricStore` at scrape time."""
+
+    def __init__(self, store: MetricStore) -> None:
+        self._store = store
+
+    def describe(self) -> Iterable[Metric]:
+        # Names are only known at scrape time (models add metrics as they load).
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        for snapshot in self._store.collect():
+            labels = list(snapshot.labelnames)
+            family: Metric
+            if snapshot.kind == "counter":
+                family = CounterMetricFamily(snapshot.name, snapshot.documentation, labels=labels)
+            elif snapshot.kind == "gauge":
+                family = GaugeMetricFamily(snapshot.name, snapshot.documentation, labels=labels)
+            else:
+                family = HistogramMetricFamily(snapshot.name, snapshot.documentation, labels=labels)
+            for values, value in snapshot.samples:
+                if isinstance(value, HistogramSample):
+                    assert isinstance(family, HistogramMetricFamily)
+                    bounds = [*map(_bound, snapshot.buckets), "+Inf"]
+                    buckets = list(zip(bounds, value.cumulative, strict=True))
+                    family.add_metric(list(values), buckets, value.sum)
+                else:
+                    assert isinstance(family, CounterMetricFamily | GaugeMetricFamily)
+                    family.add_metric(list(values), value)
+            yield family
+
+
+def _bound(value: float) -> str:
+    return repr(value)
+
+
+# -- REST request metrics -----------------------------------------------------------------
+
+
+def instrument_rest_app(app: ASGIApp, server: Server) -> ASGIApp:
+    """``app`` recording each HTTP request into ``server.metrics``.
+
+    Exported as ``inferkit_rest_requests_total{route,method,status}``,
+    ``inferkit_rest_request_duration_seconds{route,method,status}`` and
+    ``inferkit_requests_in_flight{transport="rest"}``. ``route`` is the route's template
+    (``/v2/models/{name}/infer``), never the raw path, so model names cannot explode the
+    number of series; requests that match no route get ``route="unmatched"``.
+    """
+    requests = RequestMetrics(server.metrics, "rest", ("route", "method", "status"))
+
+    async def instrumented(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        status = 500  # if the app fails before answering, the server answers 500
+        started = requests.started()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_status)
+        finally:
+            # The router records the matched route in the scope (starlette >= 0.41).
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            requests.finished(started, route, scope["method"], str(status))
+
+    return instrumented
+
+
+# -- the runner's service -----------------------------------------------------------------
+
+
+async def metrics_service(server: Server, settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the metrics app on ``settings.host:settings.metrics_port`` until ``stop`` is set.
+
+    Does nothing but wait when metrics are off (``metrics_endpoint`` empty), are served on the
+    HTTP port (``metrics_on_http_port``) or have no port (``metrics_port`` 0).
+    """
+    if not settings.metrics_endpoint or settings.metrics_on_http_port or not settings.metrics_port:
+        await stop.wait()
+        return
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    host = settings.host
+    config.bind = [
+        f"[{host}]:{settings.metrics_port}" if ":" in host else f"{host}:{settings.metrics_port}"
+    ]
+    config.graceful_timeout = 1.0  # a scrape is short; nothing to drain
+    config.accesslog = None
+    config.errorlog = logging.getLogger("inferkit.metrics.http")
+    app: Any = create_metrics_app(server, settings=settings)
+    log.info(
+        "Metrics server running on http://%s:%d%s",
+        host,
+        settings.metrics_port,
+        settings.metrics_endpoint,
+    )
+    await serve(app, config, shutdown_trigger=stop.wait)
