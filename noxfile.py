@@ -50,3 +50,14 @@ def proto(session: nox.Session) -> None:
     """Regenerate inferkit/transports/grpc/_generated from proto/ (``-- --check``: verify)."""
     session.install("grpcio-tools>=1.60", "betterproto2-compiler>=0.10,<0.11", "ruff>=0.6")
     session.run("python", "scripts/gen_proto.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """inferkit vs MLServer 1.7.1 vs bare Starlette, in one run (see docs/performance.md).
+
+    REST load uses ``wrk`` when it is on PATH (Debian: ``apt-get install wrk``), else a Python
+    loader; ``-- --quick`` is a smoke run, ``-- --update-docs`` rewrites docs/performance.md.
+    """
+    session.install("-e", ".[all]", "matplotlib>=3.7")
+    session.run("python", "benchmarks/run.py", *session.posargs)

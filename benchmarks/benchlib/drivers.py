@@ -1,0 +1,121 @@
+"""Transport drivers: how a scenario's request is checked once and then sent under load.
+
+A driver knows one transport. ``verify`` sends the request once with a real client, checks the
+whole answer and returns the marker bytes the load generator looks for in every response;
+``load`` drives the server for a fixed duration and returns a :class:`LoadResult`.
+
+**Adding gRPC** (the hook): write a ``GrpcDriver`` with the same two methods and return it from
+:func:`drivers` under ``"grpc"``; the gRPC rows of ``scenarios.SCENARIOS`` then run, for every
+server whose ``ServerSpec.transports`` includes ``"grpc"`` (ports are already reserved and
+passed to inferkit and MLServer). The plan the issue sets out:
+
+- ``verify``: a grpclib client (the generated ``GrpcInferenceServiceStub``) sends the
+  ``ModelInferRequest`` (the large tensor as ``raw_input_contents``) and checks the answer;
+- ``load``: ``h2load`` (Debian's nghttp2-client) pinned to the load CPU, posting a prepared
+  body (the 5-byte gRPC frame prefix + the serialized request) to
+  ``/inference.GRPCInferenceService/ModelInfer`` with ``content-type: application/grpc`` and
+  ``te: trailers``, ``-c`` connections and ``-m`` streams, for ``-D`` seconds. h2load only sees
+  HTTP status 200, not ``grpc-status``, so a failing server must be caught by ``verify`` and by a
+  second real-client check after the run (count a mismatch as errors).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from .answers import AnswerError, check_answer, data_marker
+from .loaders import LoadResult, LoadTarget, run_load
+from .probe import exchange
+from .scenarios import Request, Scenario
+from .servers import RunningServer
+
+__all__ = ["Driver", "RestDriver", "drivers"]
+
+
+class Driver(Protocol):
+    """What the harness needs of a transport."""
+
+    #: How the load is generated, for the results (``wrk 4.1.0``).
+    loader: str
+
+    def verify(self, server: RunningServer, request: Request, expected: Sequence[float]) -> bytes:
+        """Send ``request`` once, check the answer (raise ``AnswerError``), return the marker."""
+        ...
+
+    def load(
+        self,
+        server: RunningServer,
+        request: Request,
+        scenario: Scenario,
+        marker: bytes,
+        duration_s: int,
+        cpu: int | None,
+    ) -> LoadResult:
+        """Closed-loop load for ``duration_s`` at the scenario's concurrency."""
+        ...
+
+
+class RestDriver:
+    """V2 REST: ``POST /v2/models/{model}/infer`` with a JSON body, by wrk or ``pyload``."""
+
+    def __init__(self, work_dir: Path, use_wrk: bool, loader: str) -> None:
+        self.work_dir = work_dir
+        self.use_wrk = use_wrk
+        self.loader = loader
+        self._bodies: dict[str, Path] = {}
+
+    def _path(self, server: RunningServer, request: Request) -> str:
+        return f"/v2/models/{server.spec.model_for(request.payload)}/infer"
+
+    def verify(self, server: RunningServer, request: Request, expected: Sequence[float]) -> bytes:
+        """One real exchange; the full answer is parsed and compared."""
+        status, body = exchange(
+            server.spec.ports.http, "POST", self._path(server, request), request.body
+        )
+        if status != 200:
+            raise AnswerError(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
+        check_answer(body, expected, request.rtol)
+        return data_marker(body)
+
+    def load(
+        self,
+        server: RunningServer,
+        request: Request,
+        scenario: Scenario,
+        marker: bytes,
+        duration_s: int,
+        cpu: int | None,
+    ) -> LoadResult:
+        """wrk (or the asyncio fallback) against the server's HTTP port."""
+        target = LoadTarget(
+            host="127.0.0.1",
+            port=server.spec.ports.http,
+            path=self._path(server, request),
+            body_file=self._body_file(request),
+            marker=marker,
+            concurrency=scenario.concurrency,
+            duration_s=duration_s,
+            timeout_s=scenario.timeout_s,
+        )
+        return run_load(target, self.work_dir, cpu, self.use_wrk)
+
+    def _body_file(self, request: Request) -> Path:
+        key = request.payload.key
+        if key not in self._bodies:
+            path = self.work_dir / f"body-{key}.json"
+            path.write_bytes(request.body)
+            self._bodies[key] = path
+        return self._bodies[key]
+
+
+def drivers(
+    work_dir: Path, force_python_loader: bool, wrk_version: str | None
+) -> dict[str, Driver]:
+    """The drivers available here, by transport (gRPC: not yet, see the module docstring)."""
+    use_wrk = not force_python_loader and shutil.which("wrk") is not None
+    loader = (wrk_version or "wrk") if use_wrk else "pyload (asyncio fallback: slower than wrk)"
+    found: Mapping[str, Driver] = {"rest": RestDriver(work_dir, use_wrk, loader)}
+    return dict(found)

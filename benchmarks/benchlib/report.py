@@ -1,0 +1,217 @@
+"""Rendering results: the markdown tables (with ratios) and the PNG chart."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+from typing import Any
+
+from .results import Cell, Results
+
+__all__ = ["header", "markdown", "write_chart"]
+
+_MB = 1024 * 1024
+_COLOURS = {
+    "subject": "#1f77b4",
+    "baseline": "#ff7f0e",
+    "ceiling": "#7f7f7f",
+    "reference": "#2ca02c",
+}
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:,.0f}"
+
+
+def _mb(value: int | None) -> str:
+    return "-" if not value else f"{value / _MB:,.0f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
+def _base(results: Results, scenario: str, server: str | None) -> float | None:
+    if server is None:
+        return None
+    cell = results.cells.get((scenario, server))
+    return cell.rps if cell is not None else None
+
+
+def header(results: Results) -> str:
+    """What the figures were measured on and how: machine, versions, loader, command."""
+    m = results.machine
+    s = results.settings
+    versions = ", ".join(f"{name} {v}" for name, v in m["packages"].items() if v != "-")
+    mlserver = f"; MLServer {m['mlserver']} (own venv)" if "mlserver" in m else ""
+    loaders = ", ".join(f"{t.upper()}: {name}" for t, name in s.get("loader", {}).items())
+    lines = []
+    if s["quick"]:
+        lines += [
+            "**Smoke run (`--quick`): 2 s per scenario, one run, on a shared machine. These",
+            "figures show that the harness works; they are noisy and are not measurements.**",
+            "",
+        ]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines += [
+        f"- Date: {now:%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['kernel']}; "
+        f"load average at start {' '.join(map(str, m['loadavg_at_start']))}",
+        f"- Python {m['python']}; {versions}{mlserver}",
+        f"- Load: {loaders}; {s.get('pinning', 'no CPU pinning')}",
+        f"- {s['runs']} run(s) of {s['duration_s']} s per cell (median), {s['warmup_s']} s warm-up",
+        f"- Command: `{results.command}`",
+    ]
+    return "\n".join(lines)
+
+
+def markdown(results: Results, mlserver: str | None, bare: str | None) -> str:
+    """The results as markdown: throughput table, start-up table and notes."""
+    bases = [f"{name}'s" for name in (mlserver, bare) if name]
+    lines = [
+        "Requests/s, latency and server CPU are medians over the runs; errors are summed"
+        " (failed / completed requests); ratios divide requests/s by "
+        + (" and by ".join(bases) if bases else "nothing (no baseline ran)")
+        + " in the same scenario.",
+        "",
+        "| Scenario | Server | req/s | vs MLServer | vs bare | p50 ms | p99 ms | errors "
+        "| server CPU ms/req | peak RSS MB |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    previous = None
+    for (scenario, server), cell in results.cells.items():
+        shown = results.scenario_labels[scenario] if scenario != previous else ""
+        previous = scenario
+        lines.append(_cell_row(results, cell, shown, server, mlserver, bare))
+    lines += ["", *_startup_table(results, mlserver)]
+    if results.notes:
+        lines += ["", "Notes:", "", *(f"- {note}" for note in results.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _cell_row(
+    results: Results, cell: Cell, scenario: str, server: str, mlserver: str | None, bare: str | None
+) -> str:
+    if cell.skipped is not None:
+        return f"| {scenario} | {server} | {cell.skipped} | | | | | | | |"
+    ml = _base(results, cell.scenario, mlserver)
+    ceiling = _base(results, cell.scenario, bare)
+    cells = [
+        scenario,
+        server,
+        _rate(cell.rps),
+        _ratio(cell.rps, ml),
+        _ratio(cell.rps, ceiling),
+        _ms(cell.p50_ms),
+        _ms(cell.p99_ms),
+        f"{cell.errors} / {cell.requests:,}",
+        _ms(cell.cpu_ms_per_request),
+        _mb(cell.peak_rss),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _startup_table(results: Results, mlserver: str | None) -> list[str]:
+    base = results.startups.get(mlserver) if mlserver else None
+    lines = [
+        "| Server | what it is | start to ready s | vs MLServer | idle RSS MB | vs MLServer "
+        "| models |",
+        "|---|---|--:|--:|--:|--:|---|",
+    ]
+    for startup in results.startups.values():
+        if startup.skipped is not None:
+            lines.append(f"| {startup.server} | {startup.label} | {startup.skipped} | | | | |")
+            continue
+        models = ", ".join(startup.models) or "-"
+        if startup.failed:
+            models += " (failed: " + ", ".join(sorted(startup.failed)) + ")"
+        ready = f"{startup.ready_s:.2f}" if startup.ready_s is not None else "-"
+        idle = float(startup.idle_rss) if startup.idle_rss else None
+        cells = [
+            startup.server,
+            startup.label,
+            ready,
+            _ratio(startup.ready_s, base.ready_s if base else None),
+            _mb(startup.idle_rss),
+            _ratio(idle, float(base.idle_rss) if base and base.idle_rss else None),
+            models,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_chart(results: Results, path: Path, mlserver: str | None, title: str) -> None:
+    """A PNG: requests/s per scenario (one panel each), start-up time and idle RSS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = [s for s in results.scenario_labels if _ran(results, s)]
+    panels = len(scenarios) + 2
+    cols = 2
+    rows = math.ceil(panels / cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(13, 2.6 * rows + 0.8), squeeze=False)
+    flat = list(axes.ravel())
+    for axis, scenario in zip(flat, scenarios, strict=False):
+        cells = [c for (s, _), c in results.cells.items() if s == scenario and c.rps]
+        base = _base(results, scenario, mlserver)
+        values = [c.rps or 0.0 for c in cells]
+        notes = [f"{_rate(v)}/s" + (f"  {v / base:.2f}x MLS" if base else "") for v in values]
+        _bars(axis, results, [c.server for c in cells], values, notes)
+        axis.set_title(results.scenario_labels[scenario] + " - requests/s", fontsize=9)
+    startups = [s for s in results.startups.values() if s.ready_s is not None]
+    ready = [s.ready_s or 0.0 for s in startups]
+    _bars(
+        flat[len(scenarios)],
+        results,
+        [s.server for s in startups],
+        ready,
+        [f"{v:.2f} s" for v in ready],
+    )
+    flat[len(scenarios)].set_title("start to ready, s (lower is better)", fontsize=9)
+    idle = [(s.idle_rss or 0) / _MB for s in startups]
+    _bars(
+        flat[len(scenarios) + 1],
+        results,
+        [s.server for s in startups],
+        idle,
+        [f"{v:,.0f} MB" for v in idle],
+    )
+    flat[len(scenarios) + 1].set_title("idle RSS, MB (lower is better)", fontsize=9)
+    for axis in flat[panels:]:
+        axis.set_visible(False)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _ran(results: Results, scenario: str) -> bool:
+    return any(c.rps for (s, _), c in results.cells.items() if s == scenario)
+
+
+def _bars(
+    axis: Any, results: Results, servers: list[str], values: list[float], notes: list[str]
+) -> None:
+    colours = [_COLOURS.get(results.startups[s].role, "#333333") for s in servers]
+    positions = list(range(len(servers)))
+    axis.barh(positions, values, color=colours)
+    axis.set_yticks(positions, servers, fontsize=8)
+    axis.invert_yaxis()
+    axis.tick_params(axis="x", labelsize=7)
+    top = max(values, default=0.0) or 1.0
+    axis.set_xlim(0, top * 1.45)
+    for position, value, note in zip(positions, values, notes, strict=True):
+        axis.text(value + top * 0.01, position, note, va="center", fontsize=7)

@@ -1,0 +1,8 @@
+"""The harness's modules live in benchmarks/benchlib: make them importable by the tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -1,0 +1,87 @@
+"""Combining runs into cells, and the markdown tables with their ratios."""
+
+from __future__ import annotations
+
+import pytest
+from benchlib.docs import END, START, replace_section
+from benchlib.loaders import LoadResult
+from benchlib.report import markdown
+from benchlib.results import Cell, Results, Run, Startup, median
+
+MB = 1024 * 1024
+
+
+def _run(requests: int, seconds: float, p50_us: float, cpu_s: float, rss: int, bad: int = 0) -> Run:
+    return Run(LoadResult(requests, seconds, bad, 0, 0, p50_us, p50_us * 4), cpu_s, rss)
+
+
+def test_cell_takes_medians_sums_errors_and_the_highest_peak() -> None:
+    cell = Cell(
+        "s",
+        "inferkit",
+        [
+            _run(1000, 1.0, 1000, 0.5, 100 * MB),
+            _run(3000, 1.0, 3000, 1.5, 300 * MB, bad=2),
+            _run(2000, 1.0, 2000, 1.0, 200 * MB, bad=1),
+        ],
+    )
+    assert cell.rps == 2000
+    assert (cell.p50_ms, cell.p99_ms) == (2.0, 8.0)
+    assert (cell.errors, cell.requests) == (3, 6000)
+    assert cell.cpu_ms_per_request == 0.5
+    assert cell.peak_rss == 300 * MB
+
+
+def test_an_empty_cell_has_no_figures() -> None:
+    cell = Cell("s", "x", skipped="wrong answer (see notes)")
+    assert (cell.rps, cell.p50_ms, cell.cpu_ms_per_request, cell.peak_rss) == (None,) * 4
+    assert median([]) is None
+
+
+def _results() -> Results:
+    results = Results("python benchmarks/run.py", {}, {"quick": True})
+    results.scenario_labels["rest-sum16-c32"] = "REST sum [1,16] FP32, c=32"
+    for name, role, ready, rss in [
+        ("inferkit", "subject", 1.0, 100 * MB),
+        ("mlserver-pw0", "baseline", 2.0, 250 * MB),
+        ("starlette-bare", "ceiling", 0.5, 50 * MB),
+    ]:
+        results.startups[name] = Startup(name, f"{name} label", role, ready, rss, ["sum"])
+    for name, rps in [("inferkit", 3000), ("mlserver-pw0", 2000), ("starlette-bare", 4000)]:
+        results.cell("rest-sum16-c32", name).runs.append(_run(rps, 1.0, 500, rps / 2000, 90 * MB))
+    results.cell("rest-sum16-c32", "starlette-v2").skipped = "wrong answer (see notes)"
+    results.note("a note")
+    results.note("a note")
+    return results
+
+
+def test_markdown_rows_carry_ratios_against_mlserver_and_bare() -> None:
+    text = markdown(_results(), "mlserver-pw0", "starlette-bare")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1] == (
+        "| REST sum [1,16] FP32, c=32 | inferkit | 3,000 | 1.50x | 0.75x | 0.50 | 2.00"
+        " | 0 / 3,000 | 0.50 | 90 |"
+    )
+    assert rows[2].startswith("|  | mlserver-pw0 | 2,000 | 1.00x | 0.50x |")
+    assert rows[4] == "|  | starlette-v2 | wrong answer (see notes) | | | | | | | |"
+    assert "| inferkit | inferkit label | 1.00 | 0.50x | 100 | 0.40x | sum |" in rows
+    assert text.count("- a note") == 1
+
+
+def test_markdown_without_baselines_shows_no_ratios() -> None:
+    text = markdown(_results(), None, None)
+    assert "| REST sum [1,16] FP32, c=32 | inferkit | 3,000 | - | - |" in text
+    assert "ratios divide requests/s by nothing (no baseline ran)" in text
+
+
+def test_replace_section_keeps_everything_outside_the_markers() -> None:
+    page = f"# Perf\n\nMethod.\n\n{START}\nold table\n{END}\n\nAfter.\n"
+    assert replace_section(page, "\nnew table\n") == (
+        f"# Perf\n\nMethod.\n\n{START}\nnew table\n{END}\n\nAfter.\n"
+    )
+
+
+@pytest.mark.parametrize("page", ["no markers", f"{END}\n{START}"])
+def test_replace_section_needs_both_markers_in_order(page: str) -> None:
+    with pytest.raises(ValueError, match="the document needs"):
+        replace_section(page, "x")

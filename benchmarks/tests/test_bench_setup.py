@@ -1,0 +1,75 @@
+"""Payloads, model repositories and /proc figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from benchlib import procstats
+from benchlib.repositories import MODEL_SETTINGS, SUM_MODEL_SOURCE, write_repository
+from benchlib.scenarios import LARGE_ELEMENTS, PAYLOADS, SCENARIOS, build_requests
+
+DIGITS = {"digits-svc": {"input": [0.0] * 63 + [16.0], "predict": [7]}}
+
+
+def test_requests_carry_their_expected_answer() -> None:
+    requests = build_requests({**DIGITS, "digits-xgb": {"error": "no xgboost"}})
+    assert sorted(requests) == ["digits-svc", "sum-16", "sum-1m"]
+    small = json.loads(requests["sum-16"].body)["inputs"][0]
+    assert (small["shape"], small["datatype"], requests["sum-16"].expected) == (
+        [1, 16],
+        "FP32",
+        (17.0,),
+    )
+    large = json.loads(requests["sum-1m"].body)["inputs"][0]
+    assert large["shape"] == [1, LARGE_ELEMENTS] and len(large["data"]) == LARGE_ELEMENTS
+    total = np.asarray(large["data"], dtype=np.float32).sum()
+    assert abs(total - requests["sum-1m"].expected[0]) <= 1e-4 * total
+    digits = json.loads(requests["digits-svc"].body)["inputs"][0]
+    assert (digits["shape"], requests["digits-svc"].expected) == ([1, 64], (7,))
+
+
+def test_every_scenario_names_a_known_payload_and_a_unique_key() -> None:
+    assert {s.payload for s in SCENARIOS} <= set(PAYLOADS)
+    assert len({s.key for s in SCENARIOS}) == len(SCENARIOS)
+
+
+def test_repositories_differ_only_in_the_sum_model_imports(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "digits-svc").mkdir(parents=True)
+    (artifacts / "digits-svc" / "model.joblib").write_bytes(b"weights")
+    for flavour in ("inferkit", "mlserver"):
+        root = write_repository(
+            tmp_path / flavour, flavour, ["sum", "digits-svc"], artifacts, {"http_port": 1}
+        )
+        assert json.loads((root / "settings.json").read_text()) == {"http_port": 1}
+        assert (root / "sum" / "model.py").read_text() == SUM_MODEL_SOURCE[flavour]
+        for model in ("sum", "digits-svc"):
+            saved = json.loads((root / model / "model-settings.json").read_text())
+            assert saved == MODEL_SETTINGS[model]
+        assert (root / "digits-svc" / "model.joblib").read_bytes() == b"weights"
+    inferkit, mlserver = SUM_MODEL_SOURCE["inferkit"], SUM_MODEL_SOURCE["mlserver"]
+    body = inferkit.split('    """Sums')[1]
+    assert body == mlserver.split('    """Sums')[1]
+
+
+def test_process_tree_cpu_and_memory_of_a_child() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        tree = procstats.process_tree(os.getpid())
+        assert tree[0] == os.getpid() and child.pid in tree
+        assert procstats.cpu_seconds([os.getpid()]) > 0
+        assert procstats.rss([child.pid]) > 1024 * 1024
+        assert procstats.start_time(child.pid) is not None
+        if procstats.reset_peaks([child.pid]):
+            assert procstats.peak_rss([child.pid]) >= procstats.rss([child.pid]) > 0
+    finally:
+        child.communicate(b"")
+    assert procstats.start_time(child.pid) is None
+    assert procstats.cpu_seconds([child.pid]) == 0 and procstats.rss([child.pid]) == 0
