@@ -85,6 +85,9 @@ def configure_logging(
     root.setLevel((level or ("DEBUG" if settings.debug else settings.log_level)).upper())
     # Our handler is the one that writes; an application's root handlers would print twice.
     root.propagate = False
+    logging.getLogger(ACCESS_LOGGER).setLevel(
+        logging.NOTSET if settings.access_log else logging.WARNING
+    )
     if settings.logging_settings:
         _apply(settings.logging_settings)
     return root

@@ -3,8 +3,8 @@
 ``Settings`` mirrors MLServer's ``settings.json`` and ``ModelSettings`` its ``model-settings.json``
 so an MLServer model repository serves unchanged. The Structs are plain data: nothing here reads
 the environment or a file on construction (MLServer's pydantic settings do, which is why its
-server cannot be embedded). Loading from files and env vars is done by the functions at the
-bottom, which the CLI and runner call with an explicit ``environ`` mapping.
+server cannot be embedded). Loading from files and env vars is done by
+:mod:`inferkit.settings_loader`, which the CLI calls with an explicit ``environ`` mapping.
 
 Where MLServer's defaults are unsafe or slow we differ, and say so on the field:
 ``parallel_workers`` defaults to 0 (in-process) and errors never carry tracebacks.
@@ -72,6 +72,9 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     use_structured_logging: bool = False
     logging_settings: str | dict[str, Any] | None = None
     log_level: str = "INFO"
+    #: One ``inferkit.access`` line per inference request (MLServer ties its access log to
+    #: ``debug``). Turn off on hot services: formatting and writing a line costs per request.
+    access_log: bool = True
     #: Seconds a model's ``predict`` may take before the request fails with INFERENCE_TIMEOUT.
     inference_timeout: float | None = None
     #: Seconds in-flight requests get to finish on SIGTERM/SIGINT before the server stops.

@@ -227,3 +227,15 @@ async def test_server_timing_on_infer_responses(body: Any, status: int) -> None:
 async def test_no_server_timing_when_the_request_never_reached_a_model() -> None:
     response = await rest_call("/v2/models/nope/infer", json=BODY)
     assert response.status_code == 404 and "server-timing" not in response.headers
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("enabled", [True, False])
+def test_access_log_setting(enabled: bool) -> None:
+    stream = io.StringIO()
+    configure_logging(Settings(access_log=enabled), stream=stream)
+    log_access(method="POST", path="/v2/models/m/infer", status=200, duration_s=0.001)
+    logging.getLogger("inferkit.other").info("still logged")
+    lines = stream.getvalue().splitlines()
+    assert any("POST /v2/models/m/infer 200" in line for line in lines) is enabled
+    assert any("still logged" in line for line in lines)

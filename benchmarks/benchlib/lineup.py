@@ -44,13 +44,13 @@ def _settings(ports: Ports) -> dict[str, Any]:
 def inferkit_spec(work: Path, models: Sequence[str], version: str) -> ServerSpec:
     """``python -m inferkit start`` on a repository of ``models`` (artefacts in work/artifacts)."""
     ports = Ports.free()
-    repo = write_repository(
-        work / "inferkit", "inferkit", models, work / "artifacts", _settings(ports)
-    )
+    # The same footing as mlserver-pw0 (debug off): no per-request access log line.
+    settings = {**_settings(ports), "access_log": False}
+    repo = write_repository(work / "inferkit", "inferkit", models, work / "artifacts", settings)
     command = [sys.executable, "-m", "inferkit", "start", str(repo), "--host", "127.0.0.1"]
     command += ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc)]
     command += ["--metrics-port", str(ports.metrics)]
-    label = f"inferkit {version}"
+    label = f"inferkit {version}, access log off"
     return ServerSpec("inferkit", label, "subject", command, ports, list(models), "index")
 
 

@@ -28,6 +28,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import errors
 from ..events import Event, InferenceFinished
@@ -122,8 +123,28 @@ def _middleware(settings: Settings) -> list[Middleware]:
             )
         )
     if settings.gzip_enabled:
-        middleware.append(Middleware(GZipMiddleware, minimum_size=1024))
+        middleware.append(Middleware(_GzipIfAccepted))
     return middleware
+
+
+class _GzipIfAccepted:
+    """Starlette's GZipMiddleware, skipped for clients that do not accept gzip.
+
+    Most V2 clients and load generators send no ``Accept-Encoding: gzip``; for them the
+    request goes straight to the app instead of through GZip's response wrapper.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=1024)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for key, value in scope["headers"]:
+                if key == b"accept-encoding" and b"gzip" in value:
+                    await self.gzip(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class _Api:
@@ -146,7 +167,10 @@ class _Api:
     def routes(self) -> list[BaseRoute]:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
+        # Inference first: Starlette tries routes in order, so the hot path matches at once.
         table: list[tuple[str, Handler, str]] = [
+            (f"{model}/infer", self.infer, "POST"),
+            (f"{versioned}/infer", self.infer, "POST"),
             ("/v2/health/live", self.live, "GET"),
             ("/v2/health/ready", self.ready, "GET"),
             ("/v2", self.metadata, "GET"),
@@ -157,8 +181,6 @@ class _Api:
             (versioned, self.model_metadata, "GET"),
             (f"{model}/ready", self.model_ready, "GET"),
             (f"{versioned}/ready", self.model_ready, "GET"),
-            (f"{model}/infer", self.infer, "POST"),
-            (f"{versioned}/infer", self.infer, "POST"),
             ("/v2/repository/index", self.index, "POST"),
             ("/v2/repository/models/{name}/load", self.load, "POST"),
             ("/v2/repository/models/{name}/unload", self.unload, "POST"),
@@ -188,8 +210,9 @@ class _Api:
 
     async def infer(self, request: Request) -> Response:
         name, version = _model(request)
-        body = await self._body(request)
-        header_length = request.headers.get(HEADER_LENGTH)
+        headers = _headers(request)
+        body = await self._body(request, headers)
+        header_length = headers.get(HEADER_LENGTH)
         if header_length is None:
             payload = self._decode(self._decode_request, body)
         else:
@@ -197,7 +220,7 @@ class _Api:
                 body, _int_header(header_length), self._decoder_for_header()
             )
         request.state.request_id = payload.id
-        payload.parameters = {**(payload.parameters or {}), "headers": dict(request.headers)}
+        payload.parameters = {**(payload.parameters or {}), "headers": headers}
         response = await self.server.infer(name, payload, version)
         request.state.request_id = response.id
         all_binary = bool(payload.parameters.get("binary_data_output"))
@@ -212,7 +235,7 @@ class _Api:
         return _json(self.statistics.report(index, params.get("name"), params.get("version")))
 
     async def index(self, request: Request) -> Response:
-        body = await self._body(request)
+        body = await self._body(request, _headers(request))
         query = self._decode(self._decode_index, body) if body.strip() else None
         items = await self.server.index(query.ready if query else None)
         return _json(items)
@@ -234,9 +257,9 @@ class _Api:
         except msgspec.DecodeError as exc:
             raise errors.InvalidRequest(f"Invalid JSON: {exc}") from None
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, headers: dict[str, str]) -> bytes:
         """The body, refused with 413 as soon as it is known to exceed the limit."""
-        declared = request.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             raise self._too_large()
         chunks = []
@@ -247,7 +270,7 @@ class _Api:
                 raise self._too_large()
             chunks.append(chunk)
         body = b"".join(chunks)
-        encoding = request.headers.get("content-encoding", "").lower()
+        encoding = headers.get("content-encoding", "").lower()
         if encoding in ("gzip", "deflate"):
             body = self._inflate(body, encoding)
         return body
@@ -267,6 +290,12 @@ class _Api:
         return errors.PayloadTooLarge(
             f"Request body is larger than the limit of {self.limit} bytes (max_request_size)"
         )
+
+
+def _headers(request: Request) -> dict[str, str]:
+    # One pass over the raw ASGI headers (already lower-case); Starlette's ``Headers`` scans
+    # the list again on every lookup. The dict also becomes ``parameters.headers``.
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
 
 
 def _model(request: Request) -> tuple[str, str | None]:
