@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,6 +70,9 @@ class Running:
     http_port: int
     grpc_port: int
     metrics_port: int
+    #: Where the server's stdout and stderr go: a file, so a chatty server never blocks on a
+    #: full pipe that nobody reads while the test runs.
+    log_path: Path
 
     @property
     def url(self) -> str:
@@ -78,16 +82,20 @@ class Running:
     def grpc(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    def log(self) -> str:
+        """What the server has written so far."""
+        return self.log_path.read_text(errors="replace")
+
     def stop(self, timeout: float = 30.0) -> tuple[int, str]:
         """SIGTERM, wait, and return the exit code and what the server logged."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            _, err = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            _, err = self.process.communicate()
-        return self.process.returncode, err
+            self.process.wait()
+        return self.process.returncode, self.log()
 
 
 @contextmanager
@@ -112,19 +120,22 @@ def inferkit_start(
         str(ports[2]),
         *extra,
     ]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    running = Running(process, *ports)
+    log_path = Path(tempfile.mkstemp(prefix="inferkit-e2e-", suffix=".log")[1])
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    running = Running(process, *ports, log_path=log_path)
     try:
         _wait_ready(running)
         yield running
     finally:
         running.stop()
+        log_path.unlink(missing_ok=True)
 
 
 def _wait_ready(running: Running) -> None:
@@ -132,8 +143,9 @@ def _wait_ready(running: Running) -> None:
     with httpx.Client(base_url=running.url, timeout=2.0) as http:
         while time.monotonic() < deadline:
             if running.process.poll() is not None:
-                _, err = running.process.communicate()
-                raise RuntimeError(f"inferkit exited with {running.process.returncode}:\n{err}")
+                raise RuntimeError(
+                    f"inferkit exited with {running.process.returncode}:\n{running.log()}"
+                )
             try:
                 if http.get("/v2/health/ready").status_code == 200:
                     return

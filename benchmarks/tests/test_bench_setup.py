@@ -59,9 +59,13 @@ def test_repositories_differ_only_in_the_sum_model_imports(tmp_path: Path) -> No
 
 def test_process_tree_cpu_and_memory_of_a_child() -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+        [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     try:
+        # Wait until the child has started: while it starts, its RSS grows between two reads.
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
         tree = procstats.process_tree(os.getpid())
         assert tree[0] == os.getpid() and child.pid in tree
         assert procstats.cpu_seconds([os.getpid()]) > 0
