@@ -90,6 +90,11 @@ def _services(settings: Settings) -> list[Service]:
         from .transports.metrics import metrics_service
 
         services.append(metrics_service)
+    # gRPC is an extra too: without grpclib and betterproto2, REST serves alone.
+    if settings.grpc_port and all(importlib.util.find_spec(m) for m in ("grpclib", "betterproto2")):
+        from .transports.grpc import grpc_service
+
+        services.append(grpc_service)
     return services
 
 
@@ -102,6 +107,8 @@ def _ports(settings: Settings, services: list[Service]) -> list[tuple[str, int, 
     ports = [(settings.host, settings.http_port, "HTTP")]
     if settings.metrics_endpoint and not settings.metrics_on_http_port and _metrics_installed():
         ports.append((settings.host, settings.metrics_port, "metrics"))
+    if any(service.__name__ == "grpc_service" for service in services):
+        ports.append((settings.host, settings.grpc_port, "gRPC"))
     return [p for p in ports if p[1]]
 
 

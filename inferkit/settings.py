@@ -55,7 +55,7 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     http_port: int = 8080
     root_path: str = ""
     grpc_port: int = 8081
-    #: Largest gRPC message in bytes, both ways (MLServer's name). None: ``max_request_size``.
+    #: Largest gRPC request message in bytes (MLServer's name). None: ``max_request_size``.
     grpc_max_message_length: int | None = None
     grpc_tls_certificate: str | None = None
     grpc_tls_key: str | None = None

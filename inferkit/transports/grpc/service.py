@@ -1,0 +1,413 @@
+"""The V2 gRPC services of a ``Server``: ``create_grpc_service(server)`` for grpclib.
+
+``InferenceService`` is ``inference.GRPCInferenceService`` (KServe's and Triton's V2 service);
+``RepositoryService`` is MLServer's older ``inference.model_repository.ModelRepositoryService``,
+kept so clients written against it keep working. Both subclass the betterproto2-generated
+bases, and each RPC only translates: decode with :mod:`.convert`, call one ``Server`` method,
+encode. Every handler runs inside :func:`.status.guard` (the one error table), behind a size
+limit checked before a message is parsed, and is counted while in flight so the listener can
+drain on shutdown.
+
+The services own no loop and no socket: put them in any grpclib ``Server``::
+
+    grpclib.server.Server(create_grpc_service(server))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from grpclib.const import Handler
+from grpclib.server import Stream
+from multidict import MultiDict
+
+from inferkit import errors
+from inferkit.logs import log_access
+from inferkit.server import Server
+from inferkit.settings import Settings
+from inferkit.statistics import ModelStatisticsResponse, StatisticDuration, Statistics
+from inferkit.types import InferenceResponse
+
+from ._generated import inference as pb
+from ._generated.inference import model_repository as mr
+from .convert import (
+    index_request_from_proto,
+    index_to_model_repository_proto,
+    index_to_proto,
+    model_metadata_to_proto,
+    model_name_of,
+    model_ref,
+    request_from_proto,
+    response_to_proto,
+    server_metadata_to_proto,
+    uses_raw,
+)
+from .health import create_health
+from .status import UNEXPECTED, guard, status_for
+
+__all__ = ["InferenceService", "Inflight", "RepositoryService", "create_grpc_service"]
+
+log = logging.getLogger("inferkit.grpc")
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+
+
+def create_grpc_service(server: Server, settings: Settings | None = None) -> list[Any]:
+    """The gRPC services of ``server``: V2 inference, MLServer's repository service, health.
+
+    Settings default to the server's; ``grpc_max_message_length`` (or else
+    ``max_request_size``) bounds the size of a received message.
+    """
+    settings = settings if settings is not None else server.settings
+    limit = settings.grpc_max_message_length or settings.max_request_size
+    inflight = Inflight()
+    services: list[Any] = [
+        InferenceService(server, max_message_length=limit, inflight=inflight),
+        RepositoryService(server, max_message_length=limit, inflight=inflight),
+    ]
+    return [*services, *create_health(server, services)]
+
+
+class Inflight:
+    """Counts the requests being answered, so a listener can wait for them before closing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the block as one request in flight."""
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is in flight."""
+        await self._idle.wait()
+
+
+class _Limited:
+    """A message type for grpclib's codec that refuses oversize messages before parsing them.
+
+    grpclib has no message size limit of its own; its codec calls ``FromString`` on the
+    request type of the handler, so the limit sits here, with the service.
+    """
+
+    __slots__ = ("limit", "message_type")
+
+    def __init__(self, message_type: Any, limit: int) -> None:
+        self.message_type = message_type
+        self.limit = limit
+
+    def FromString(self, data: bytes) -> Any:  # the protobuf API's name
+        if len(data) > self.limit:
+            raise errors.PayloadTooLarge(
+                f"Message of {len(data)} bytes is larger than the limit of {self.limit} bytes "
+                "(grpc_max_message_length)"
+            )
+        try:
+            return self.message_type.FromString(data)
+        except Exception:
+            name = self.message_type.__name__
+            raise errors.InvalidRequest(
+                f"Expected a `{name}` message, got {len(data)} bytes that do not parse"
+            ) from None
+
+
+def _guarded(mapping: Mapping[str, Handler], limit: int, inflight: Inflight) -> dict[str, Handler]:
+    """Each handler behind the error guard, the size limit and (unary ones) the count."""
+    wrapped = {}
+    for path, handler in mapping.items():
+        func = handler.func
+        if not handler.cardinality.client_streaming:
+            func = _tracked(func, inflight)
+        wrapped[path] = handler._replace(
+            func=guard(func, path), request_type=_Limited(handler.request_type, limit)
+        )
+    return wrapped
+
+
+def _tracked(
+    func: Callable[[Stream[Any, Any]], Any], inflight: Inflight
+) -> Callable[[Stream[Any, Any]], Any]:
+    async def tracked(stream: Stream[Any, Any]) -> None:
+        with inflight.track():
+            await func(stream)
+
+    return tracked
+
+
+class InferenceService(pb.GrpcInferenceServiceBase):
+    """The V2 ``inference.GRPCInferenceService`` answered by a ``Server``."""
+
+    def __init__(self, server: Server, *, max_message_length: int, inflight: Inflight) -> None:
+        self.server = server
+        self.inflight = inflight
+        self._limit = max_message_length
+        # Triton's statistics extension, fed by the core's events.
+        self.statistics = Statistics()
+        server.add_listener(self.statistics)
+        if "statistics" not in server.extensions:
+            server.extensions.append("statistics")
+
+    def __mapping__(self) -> dict[str, Handler]:
+        mapping = super().__mapping__()
+        # The infer RPCs take the stream itself: they read its metadata and may set trailers.
+        mapping[MODEL_INFER] = mapping[MODEL_INFER]._replace(func=self._model_infer_rpc)
+        mapping[MODEL_STREAM_INFER] = mapping[MODEL_STREAM_INFER]._replace(
+            func=self._model_stream_infer_rpc
+        )
+        return _guarded(mapping, self._limit, self.inflight)
+
+    # -- health and metadata -----------------------------------------------------------------
+
+    async def server_live(self, message: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=await self.server.live())
+
+    async def server_ready(self, message: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=await self.server.ready())
+
+    async def model_ready(self, message: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=await self.server.model_ready(*model_ref(message)))
+
+    async def server_metadata(self, message: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+        return server_metadata_to_proto(await self.server.metadata())
+
+    async def model_metadata(self, message: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        return model_metadata_to_proto(await self.server.model_metadata(*model_ref(message)))
+
+    async def model_statistics(
+        self, message: pb.ModelStatisticsRequest
+    ) -> pb.ModelStatisticsResponse:
+        name, version = model_ref(message)
+        report = self.statistics.report(await self.server.index(), name or None, version)
+        return _statistics_to_proto(report)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def model_infer(self, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        reply, _ = await self._infer(message, None)
+        return reply
+
+    async def _infer(
+        self, message: pb.ModelInferRequest, metadata: MultiDict[Any] | None
+    ) -> tuple[pb.ModelInferResponse, dict[str, str]]:
+        """The reply to one request, and the headers the model set (for trailing metadata)."""
+        request = request_from_proto(message)
+        if metadata:
+            # As on REST (and in MLServer), the model sees the call's headers in parameters.
+            headers = {k: v for k, v in metadata.items() if isinstance(v, str)}
+            request.parameters = {**(request.parameters or {}), "headers": headers}
+        response = await self.server.infer(
+            message.model_name, request, message.model_version or None
+        )
+        trailers = _response_headers(response)
+        return response_to_proto(response, raw=uses_raw(message)), trailers
+
+    async def _model_infer_rpc(
+        self, stream: Stream[pb.ModelInferRequest, pb.ModelInferResponse]
+    ) -> None:
+        message = await stream.recv_message()
+        assert message is not None
+        started = time.perf_counter()
+        status = "CANCELLED"
+        try:
+            reply, trailers = await self._infer(message, stream.metadata)
+            await stream.send_message(reply)
+            if trailers:
+                await stream.send_trailing_metadata(metadata=trailers)
+            status = "OK"
+        except Exception as exc:
+            status = status_for(exc).name
+            raise
+        finally:
+            log_access(
+                method="POST",
+                path=MODEL_INFER,
+                status=status,
+                duration_s=time.perf_counter() - started,
+                request_id=message.id,
+                model=message.model_name,
+                version=message.model_version,
+            )
+
+    async def _model_stream_infer_rpc(
+        self, stream: Stream[pb.ModelInferRequest, pb.ModelStreamInferResponse]
+    ) -> None:
+        # Requests are answered one by one, in order. A failed request is answered with its
+        # error_message and the stream goes on, as in Triton.
+        while True:
+            try:
+                message = await stream.recv_message()
+            except errors.InferkitError as exc:  # too large or unparseable: this one only
+                await stream.send_message(pb.ModelStreamInferResponse(error_message=exc.message))
+                continue
+            if message is None:
+                return
+            with self.inflight.track():
+                reply = await self._stream_reply(message, stream.metadata)
+            await stream.send_message(reply)
+
+    async def _stream_reply(
+        self, message: pb.ModelInferRequest, metadata: MultiDict[Any] | None
+    ) -> pb.ModelStreamInferResponse:
+        try:
+            reply, _ = await self._infer(message, metadata)
+        except errors.InferkitError as exc:
+            return pb.ModelStreamInferResponse(error_message=exc.message)
+        except Exception:
+            log.exception("Unexpected error in %s", MODEL_STREAM_INFER)
+            return pb.ModelStreamInferResponse(error_message=UNEXPECTED)
+        return pb.ModelStreamInferResponse(infer_response=reply)
+
+    # -- repository --------------------------------------------------------------------------
+
+    async def repository_index(
+        self, message: pb.RepositoryIndexRequest
+    ) -> pb.RepositoryIndexResponse:
+        query = index_request_from_proto(message)
+        return index_to_proto(await self.server.index(query.ready))
+
+    async def repository_model_load(
+        self, message: pb.RepositoryModelLoadRequest
+    ) -> pb.RepositoryModelLoadResponse:
+        name = await _model_name(self.server, message)
+        await self.server.load(name)
+        return pb.RepositoryModelLoadResponse(model_name=name, is_loaded=True)
+
+    async def repository_model_unload(
+        self, message: pb.RepositoryModelUnloadRequest
+    ) -> pb.RepositoryModelUnloadResponse:
+        name = await _model_name(self.server, message)
+        await self.server.unload(name)
+        return pb.RepositoryModelUnloadResponse(model_name=name, is_unloaded=True)
+
+
+class RepositoryService(mr.ModelRepositoryServiceBase):
+    """MLServer's ``inference.model_repository.ModelRepositoryService`` answered by a Server."""
+
+    def __init__(self, server: Server, *, max_message_length: int, inflight: Inflight) -> None:
+        self.server = server
+        self.inflight = inflight
+        self._limit = max_message_length
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return _guarded(super().__mapping__(), self._limit, self.inflight)
+
+    async def repository_index(
+        self, message: mr.RepositoryIndexRequest
+    ) -> mr.RepositoryIndexResponse:
+        query = index_request_from_proto(message)
+        return index_to_model_repository_proto(await self.server.index(query.ready))
+
+    async def repository_model_load(
+        self, message: mr.RepositoryModelLoadRequest
+    ) -> mr.RepositoryModelLoadResponse:
+        await self.server.load(await _model_name(self.server, message))
+        return mr.RepositoryModelLoadResponse()
+
+    async def repository_model_unload(
+        self, message: mr.RepositoryModelUnloadRequest
+    ) -> mr.RepositoryModelUnloadResponse:
+        await self.server.unload(await _model_name(self.server, message))
+        return mr.RepositoryModelUnloadResponse()
+
+
+async def _model_name(
+    server: Server,
+    message: pb.RepositoryModelLoadRequest
+    | pb.RepositoryModelUnloadRequest
+    | mr.RepositoryModelLoadRequest
+    | mr.RepositoryModelUnloadRequest,
+) -> str:
+    # Only KServe's numbering needs the known names (field 1 holds the model); the index also
+    # picks up models added to the repository folder since start-up, as load does.
+    known: set[str] = set()
+    if not message.model_name:
+        known = {item.name for item in await server.index()}
+    return model_name_of(message, known.__contains__)
+
+
+# Metadata keys and values grpclib can send: lowercase token keys, printable ASCII values.
+_KEY = re.compile(r"[0-9a-z_.\-]+")
+_VALUE = re.compile(r"[ -~]+")
+
+
+def _response_headers(response: InferenceResponse) -> dict[str, str]:
+    """Take the headers a model set in ``parameters.headers`` out of the response (MLServer's
+    convention), keeping those that are valid as gRPC metadata."""
+    params = response.parameters
+    if not params or not isinstance(params.get("headers"), dict):
+        return {}
+    headers = params.pop("headers")
+    response.parameters = params or None
+    pairs = ((str(k).lower(), str(v)) for k, v in headers.items())
+    return {
+        k: v
+        for k, v in pairs
+        if _KEY.fullmatch(k)
+        and _VALUE.fullmatch(v)
+        and not k.startswith("grpc-")
+        and not k.endswith("-bin")
+        and k not in ("te", "content-type", "user-agent")
+    }
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+def _duration(value: StatisticDuration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=value.count, ns=value.ns)
+
+
+def _statistics_to_proto(report: ModelStatisticsResponse) -> pb.ModelStatisticsResponse:
+    """The ``ModelStatisticsResponse`` of the core's report (the Structs mirror the proto)."""
+    return pb.ModelStatisticsResponse(
+        model_stats=[
+            pb.ModelStatistics(
+                name=m.name,
+                version=m.version,
+                last_inference=m.last_inference,
+                inference_count=m.inference_count,
+                execution_count=m.execution_count,
+                inference_stats=pb.InferStatistics(
+                    **{
+                        field: _duration(getattr(m.inference_stats, field))
+                        for field in m.inference_stats.__struct_fields__
+                    }
+                ),
+                batch_stats=[
+                    pb.InferBatchStatistics(
+                        batch_size=b.batch_size,
+                        compute_input=_duration(b.compute_input),
+                        compute_infer=_duration(b.compute_infer),
+                        compute_output=_duration(b.compute_output),
+                    )
+                    for b in m.batch_stats
+                ],
+                memory_usage=[
+                    pb.MemoryUsage(
+                        type=str(u.get("type", "")),
+                        id=int(u.get("id", 0)),  # type: ignore[call-overload]
+                        byte_size=int(u.get("byte_size", 0)),  # type: ignore[call-overload]
+                    )
+                    for u in m.memory_usage
+                ],
+            )
+            for m in report.model_stats
+        ]
+    )
