@@ -6,6 +6,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -364,3 +365,29 @@ def test_import_inferkit_loads_no_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+async def test_an_mlserver_repository_through_the_core(tmp_path: Path) -> None:
+    from inferkit.repository import ModelRepository
+    from inferkit.settings_loader import load_settings
+
+    (tmp_path / "settings.json").write_text('{"debug": "true", "http_port": 9080}')
+    for folder, settings in {
+        "adder": '{"name": "adder", "implementation": "model.Adder"}',
+        "typo": '{"name": "typo", "implementation": "model.Missing"}',
+        "garbled": '{"name": "garbled", ',
+    }.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "model-settings.json").write_text(settings)
+        (tmp_path / folder / "model.py").write_text(
+            "from toymodels import SumModel\n\nclass Adder(SumModel):\n    pass\n"
+        )
+    settings = load_settings(tmp_path, {})
+    server = Server(settings=settings, repository=ModelRepository(settings.model_repository_root))
+    await server.start()
+    index = {item.name: (item.state, item.reason) for item in await server.index()}
+    assert index["adder"] == ("READY", "")
+    assert index["typo"][0] == "FAILED" and "Missing" in index["typo"][1]
+    assert index["garbled"][0] == "FAILED" and "model-settings.json" in index["garbled"][1]
+    assert await server.ready() is True
+    assert np.asarray((await server.infer("adder", fp32(1, 2))).outputs[0].data).tolist() == [3.0]
