@@ -161,7 +161,7 @@ def resolve_implementation(settings: ModelSettings) -> type[Any]:
         raise failed("expected 'module.Class'")
     folder = os.path.abspath(settings.folder) if settings.folder else None
     try:
-        module = _import(module_name, folder)
+        module = _import_with_compat(module_name, folder)
     except ModuleNotFoundError as exc:
         raise failed(_missing_module_reason(exc, module_name, folder)) from exc
     except Exception as exc:  # the module's own code ran and may raise anything
@@ -174,6 +174,21 @@ def resolve_implementation(settings: ModelSettings) -> type[Any]:
     if found is None:
         raise failed(f"module {module_name!r} has no attribute {class_name!r}")
     raise failed(f"{class_name!r} is not a class")
+
+
+def _import_with_compat(module_name: str, folder: str | None) -> ModuleType:
+    # A model file written for MLServer (`from mlserver import MLModel`) serves unchanged:
+    # without MLServer installed, `mlserver` names inferkit's equivalents and we try again.
+    try:
+        return _import(module_name, folder)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "mlserver":
+            raise
+        from .compat import install_mlserver_alias
+
+        if not install_mlserver_alias():
+            raise
+        return _import(module_name, folder)
 
 
 def _import(module_name: str, folder: str | None) -> ModuleType:
@@ -264,6 +279,11 @@ def _forget(module: str) -> None:
 def _missing_module_reason(exc: ModuleNotFoundError, module_name: str, folder: str | None) -> str:
     missing = exc.name or module_name
     top = missing.partition(".")[0]
+    if top == "mlserver" and missing != "mlserver":
+        from .compat import MLSERVER_MODULES
+
+        covered = ", ".join(sorted(MLSERVER_MODULES))
+        return f"No module named {missing!r}: inferkit's MLServer compatibility covers {covered}"
     if top == "mlserver":
         return (
             f"No module named {top!r}: the model is written for MLServer"

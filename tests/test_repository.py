@@ -346,15 +346,10 @@ def test_mlserver_runtime_names_map_to_inferkit_runtimes(monkeypatch: pytest.Mon
         ),
         (
             "model.M",
-            {"model.py": "from mlserver import MLModel\n"},
-            "Cannot import 'model.M': No module named 'mlserver': the model is written for"
-            " MLServer (`from mlserver import MLModel`) and MLServer is not installed",
-        ),
-        (
-            "model.M",
-            {"model.py": "from mlserver.codecs import decode_args\n"},
-            "Cannot import 'model.M': No module named 'mlserver': the model is written for"
-            " MLServer (`from mlserver import MLModel`) and MLServer is not installed",
+            {"model.py": "from mlserver.grpc import servicers\n"},
+            "Cannot import 'model.M': No module named 'mlserver.grpc': inferkit's MLServer"
+            " compatibility covers mlserver, mlserver.codecs, mlserver.errors,"
+            " mlserver.settings, mlserver.types",
         ),
         (
             "model.M",
