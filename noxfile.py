@@ -56,8 +56,9 @@ def proto(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """inferkit vs MLServer 1.7.1 vs bare Starlette, in one run (see docs/performance.md).
 
-    REST load uses ``wrk`` when it is on PATH (Debian: ``apt-get install wrk``), else a Python
-    loader; ``-- --quick`` is a smoke run, ``-- --update-docs`` rewrites docs/performance.md.
+    REST load uses ``wrk`` and gRPC load ``h2load`` when they are on PATH (Debian:
+    ``apt-get install wrk nghttp2-client``), else Python loaders; ``-- --quick`` is a smoke
+    run, ``-- --update-docs`` rewrites docs/performance.md.
     """
-    session.install("-e", ".[all]", "matplotlib>=3.7")
+    session.install("-e", ".[all]", "matplotlib>=3.7", "tritonclient[grpc]>=2.40")
     session.run("python", "benchmarks/run.py", *session.posargs)

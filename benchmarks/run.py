@@ -1,11 +1,11 @@
 """inferkit against MLServer and the bare framework, in one run: ``python benchmarks/run.py``.
 
 Builds the model repositories in a temporary folder, starts every server pinned to CPU 0 on
-free loopback ports, checks one answer from each, then drives closed-loop load from CPU 1 (wrk,
-or an asyncio fallback) for a fixed duration, scenario by scenario, interleaving the servers'
-runs so that slow drifts of a noisy machine hit them alike. Writes ``results.md``,
-``results.json`` and ``results.png`` into ``benchmarks/results/`` and prints the tables;
-``--update-docs`` also rewrites the results section of ``docs/performance.md``.
+free loopback ports, checks one answer from each, then drives closed-loop load from CPU 1 (REST:
+wrk; gRPC: h2load; Python fallbacks for both) for a fixed duration, scenario by scenario,
+interleaving the servers' runs so that slow drifts of a noisy machine hit them alike. Writes
+``results.md``, ``results.json`` and ``results.png`` into ``benchmarks/results/`` and prints the
+tables; ``--update-docs`` also rewrites the results section of ``docs/performance.md``.
 
 The method, and what each figure means, is in ``docs/performance.md``.
 """
@@ -38,9 +38,8 @@ HERE = Path(__file__).resolve().parent
 DOCS_PAGE = HERE.parent / "docs" / "performance.md"
 DOCS_CHART = HERE.parent / "docs" / "performance.png"
 
-#: The MLServer configuration ratios are taken against (the issue's baseline) and the ceiling.
+#: The MLServer configuration ratios are taken against (the issue's baseline).
 MLSERVER_BASE = "mlserver-pw0"
-BARE_BASE = "starlette-bare"
 #: inferkit's built-in runtime for each model that needs one.
 RUNTIMES = {"digits-svc": "inferkit.runtimes.sklearn", "digits-xgb": "inferkit.runtimes.xgboost"}
 
@@ -56,7 +55,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     servers = ",".join(lineup.SERVER_KEYS)
     parser.add_argument("--servers", help=f"comma-separated keys or prefixes of {servers}")
     parser.add_argument("--scenarios", help="comma-separated scenario keys or prefixes (rest-sum)")
-    parser.add_argument("--python-loader", action="store_true", help="use pyload even with wrk")
+    parser.add_argument(
+        "--python-loader", action="store_true", help="Python loaders even with wrk / h2load"
+    )
     parser.add_argument("--no-mlserver", action="store_true", help="leave MLServer out")
     parser.add_argument(
         "--no-mlserver-install", action="store_true", help="use the MLServer venv only if it exists"
@@ -88,6 +89,12 @@ def _command() -> str:
     return shlex.join(["python", script, *sys.argv[1:]])
 
 
+def _marker_key(running: RunningServer, scenario: Scenario) -> tuple[str, str, str]:
+    # One answer check per server, transport and payload: scenarios differing only in
+    # concurrency share it.
+    return running.spec.name, scenario.transport, scenario.payload
+
+
 class Bench:
     """One harness run: its settings, temporary folder, servers and results."""
 
@@ -109,8 +116,8 @@ class Bench:
         self.drivers: dict[str, Driver] = {}
         self.specs: list[ServerSpec] = []
         self.running: dict[str, RunningServer] = {}
-        #: (server, payload key) -> the answer's marker bytes, once the answer was checked.
-        self.markers: dict[tuple[str, str], bytes] = {}
+        #: (server, transport, payload key) -> the answer's marker, once the answer was checked.
+        self.markers: dict[tuple[str, str, str], bytes] = {}
 
     # Preparation ----------------------------------------------------------------------------
 
@@ -123,9 +130,9 @@ class Bench:
         models = ["sum", *self._digits_models(built)]
         requests = build_requests(built).items()
         self.requests = {key: r for key, r in requests if r.payload.model in models}
-        self.drivers = drivers(self.work, self.args.python_loader, machine.wrk_version())
+        self.drivers, missing = drivers(self.work, self.args.python_loader, machine.wrk_version())
         self.results.settings["loader"] = {t: d.loader for t, d in self.drivers.items()}
-        self._pick_scenarios()
+        self._pick_scenarios(missing)
         wanted = _selected(self.args.servers, lineup.SERVER_KEYS)
         if "inferkit" in wanted:
             version = self.results.machine["packages"]["inferkit"]
@@ -135,6 +142,8 @@ class Bench:
             self.specs.append(lineup.bare_spec(self.work, self.requests))
         if "starlette-v2" in wanted:
             self.specs.append(lineup.minimal_v2_spec())
+        if "grpclib-bare" in wanted and "grpc" in self.drivers:
+            self.specs.append(lineup.bare_grpc_spec(self.work, self.requests))
 
     def _digits_models(self, built: dict[str, Any]) -> list[str]:
         models = []
@@ -150,17 +159,14 @@ class Bench:
                 models.append(model)
         return models
 
-    def _pick_scenarios(self) -> None:
+    def _pick_scenarios(self, missing: dict[str, str]) -> None:
         keys = _selected(self.args.scenarios, [s.key for s in SCENARIOS])
         for scenario in SCENARIOS:
             if scenario.key not in keys or scenario.payload not in self.requests:
                 continue
             if scenario.transport not in self.drivers:
                 name = TRANSPORT_NAMES.get(scenario.transport, scenario.transport)
-                self.results.note(
-                    f"{name} scenarios skipped: no {scenario.transport} driver yet"
-                    " (see benchmarks/benchlib/drivers.py)"
-                )
+                self.results.note(missing.get(scenario.transport, f"{name}: no driver"))
                 continue
             self.scenarios.append(scenario)
             self.results.scenario_labels[scenario.key] = scenario.label()
@@ -215,7 +221,7 @@ class Bench:
 
     def _verify_all(self, running: RunningServer) -> None:
         for scenario in self.scenarios:
-            key = (running.spec.name, scenario.payload)
+            key = _marker_key(running, scenario)
             if key in self.markers or not self._serves(running, scenario):
                 continue
             try:
@@ -259,7 +265,7 @@ class Bench:
             if not self._serves(running, scenario):
                 continue
             cell = self.results.cell(scenario.key, name)
-            if (name, scenario.payload) in self.markers:
+            if _marker_key(running, scenario) in self.markers:
                 servers.append(running)
             else:
                 cell.skipped = "wrong answer (see notes)"
@@ -275,7 +281,7 @@ class Bench:
             self.results.note(f"{running.spec.name} / {scenario.key} warm-up: {exc}")
 
     def _load(self, running: RunningServer, scenario: Scenario, seconds: int) -> LoadResult:
-        marker = self.markers[(running.spec.name, scenario.payload)]
+        marker = self.markers[_marker_key(running, scenario)]
         request = self.requests[scenario.payload]
         driver = self.drivers[scenario.transport]
         return driver.load(running, request, scenario, marker, seconds, self.load_cpu)
@@ -307,7 +313,7 @@ class Bench:
             marker, reason = self._verify(running, scenario), "the answer changed"
         except (AnswerError, OSError) as exc:
             marker, reason = b"", str(exc)
-        if marker != self.markers[(running.spec.name, scenario.payload)]:
+        if marker != self.markers[_marker_key(running, scenario)]:
             self.results.note(f"{running.spec.name} / {scenario.key} after the load: {reason}")
 
 
@@ -317,13 +323,12 @@ def write_outputs(bench: Bench) -> None:
     mlserver = next((k for k in (MLSERVER_BASE, "mlserver") if k in bench.running), None)
     if mlserver not in (None, MLSERVER_BASE):
         results.note("Ratios are against MLServer's defaults (parallel_workers 0 did not run).")
-    bare = BARE_BASE if BARE_BASE in bench.running else None
-    tables = report.markdown(results, mlserver, bare)
+    tables = report.markdown(results, mlserver, [k for k in lineup.CEILINGS if k in bench.running])
     header = report.header(results)
     (out / "results.md").write_text(f"# Benchmark results\n\n{header}\n\n{tables}")
     (out / "results.json").write_text(json.dumps(results.to_json(), indent=2, default=str))
     chart: Path | None = out / "results.png"
-    title = "inferkit / MLServer / bare Starlette, one run"
+    title = "inferkit / MLServer / bare frameworks, one run"
     if results.settings["quick"]:
         title += " - SMOKE RUN (--quick): noisy, not a measurement"
     try:

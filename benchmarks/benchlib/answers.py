@@ -4,7 +4,8 @@ Before a server is loaded, one response is parsed and its first output compared 
 expected values. The exact bytes of that output's ``"data": [...]`` are then the *marker*: under
 load, a response counts as correct only if it is 2xx and contains the marker, which is a substring
 search the load generator can afford on every response (the rest of a body may legitimately vary,
-such as MLServer's per-response ``id``).
+such as MLServer's per-response ``id``). :func:`check_values` is the comparison itself, shared
+with the gRPC answer check (``grpcwire``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["AnswerError", "check_answer", "data_marker"]
+__all__ = ["AnswerError", "check_answer", "check_values", "data_marker"]
 
 
 class AnswerError(Exception):
@@ -28,11 +29,17 @@ def check_answer(body: bytes, expected: Sequence[float], rtol: float) -> None:
         data = document["outputs"][0]["data"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise AnswerError(f"not a V2 response with an output: {_excerpt(body)}") from exc
-    got = _flatten(data)
+    check_values(_flatten(data), expected, rtol, _excerpt(body))
+
+
+def check_values(got: Sequence[Any], expected: Sequence[float], rtol: float, where: str) -> None:
+    """Raise :class:`AnswerError` unless ``got`` matches ``expected`` (``where``: for messages)."""
     if len(got) != len(expected):
-        raise AnswerError(f"expected {len(expected)} values, got {len(got)}: {_excerpt(body)}")
+        raise AnswerError(f"expected {len(expected)} values, got {len(got)}: {where}")
     for index, (value, want) in enumerate(zip(got, expected, strict=True)):
-        if not isinstance(value, (int, float)) or not math.isclose(value, want, rel_tol=rtol):
+        # bool is an int to Python, never a right answer here.
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isclose(value, want, rel_tol=rtol):
             raise AnswerError(f"value {index} is {value!r}, expected {want!r}")
 
 

@@ -4,29 +4,21 @@ A driver knows one transport. ``verify`` sends the request once with a real clie
 whole answer and returns the marker bytes the load generator looks for in every response;
 ``load`` drives the server for a fixed duration and returns a :class:`LoadResult`.
 
-**Adding gRPC** (the hook): write a ``GrpcDriver`` with the same two methods and return it from
-:func:`drivers` under ``"grpc"``; the gRPC rows of ``scenarios.SCENARIOS`` then run, for every
-server whose ``ServerSpec.transports`` includes ``"grpc"`` (ports are already reserved and
-passed to inferkit and MLServer). The plan the issue sets out:
-
-- ``verify``: a grpclib client (the generated ``GrpcInferenceServiceStub``) sends the
-  ``ModelInferRequest`` (the large tensor as ``raw_input_contents``) and checks the answer;
-- ``load``: ``h2load`` (Debian's nghttp2-client) pinned to the load CPU, posting a prepared
-  body (the 5-byte gRPC frame prefix + the serialized request) to
-  ``/inference.GRPCInferenceService/ModelInfer`` with ``content-type: application/grpc`` and
-  ``te: trailers``, ``-c`` connections and ``-m`` streams, for ``-D`` seconds. h2load only sees
-  HTTP status 200, not ``grpc-status``, so a failing server must be caught by ``verify`` and by a
-  second real-client check after the run (count a mismatch as errors).
+- ``rest``: :class:`RestDriver` here; the standard library checks, wrk or ``pyload`` loads.
+- ``grpc``: :class:`~benchlib.grpcdriver.GrpcDriver`; grpcio checks (with Triton's generated
+  messages from ``tritonclient.grpc``), h2load or ``pygrpcload`` loads. It needs
+  ``tritonclient[grpc]``; without it the gRPC rows are skipped with a note saying so.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from .answers import AnswerError, check_answer, data_marker
+from .grpcloaders import h2load_version
 from .loaders import LoadResult, LoadTarget, run_load
 from .probe import exchange
 from .scenarios import Request, Scenario
@@ -113,9 +105,21 @@ class RestDriver:
 
 def drivers(
     work_dir: Path, force_python_loader: bool, wrk_version: str | None
-) -> dict[str, Driver]:
-    """The drivers available here, by transport (gRPC: not yet, see the module docstring)."""
+) -> tuple[dict[str, Driver], dict[str, str]]:
+    """The drivers available here by transport, and why any other transport has none."""
     use_wrk = not force_python_loader and shutil.which("wrk") is not None
     loader = (wrk_version or "wrk") if use_wrk else "pyload (asyncio fallback: slower than wrk)"
-    found: Mapping[str, Driver] = {"rest": RestDriver(work_dir, use_wrk, loader)}
-    return dict(found)
+    found: dict[str, Driver] = {"rest": RestDriver(work_dir, use_wrk, loader)}
+    missing: dict[str, str] = {}
+    try:
+        from .grpcdriver import GrpcDriver
+    except ImportError as exc:
+        missing["grpc"] = (
+            f"gRPC scenarios skipped: {exc.name or 'a module'} is not installed"
+            " (the gRPC driver needs `pip install 'tritonclient[grpc]'`)"
+        )
+    else:
+        h2load = None if force_python_loader else h2load_version()
+        grpc_loader = h2load or "pygrpcload (grpcio asyncio fallback: slower than h2load)"
+        found["grpc"] = GrpcDriver(work_dir, h2load is not None, grpc_loader)
+    return found, missing

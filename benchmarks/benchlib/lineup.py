@@ -1,7 +1,8 @@
-"""The servers under test, as :class:`ServerSpec`s: inferkit, MLServer twice, two bare apps.
+"""The servers under test, as :class:`ServerSpec`s: inferkit, MLServer twice, three bare apps.
 
 Every server listens on 127.0.0.1 only, on ports chosen free just before. inferkit and MLServer
-get their gRPC and metrics ports too, so nothing falls back to a fixed default port.
+serve REST and gRPC and get their metrics port too, so nothing falls back to a fixed default
+port. The bare apps each serve one transport: two on REST, one on gRPC.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from .scenarios import Request
 from .servers import Ports, ServerSpec
 
 __all__ = [
+    "CEILINGS",
     "SERVER_KEYS",
+    "bare_grpc_spec",
     "bare_spec",
     "fixed_replies",
     "inferkit_spec",
@@ -27,9 +30,20 @@ __all__ = [
 ]
 
 #: Every server, in the order they are started and shown.
-SERVER_KEYS = ("inferkit", "mlserver-pw0", "mlserver", "starlette-bare", "starlette-v2")
+SERVER_KEYS = (
+    "inferkit",
+    "mlserver-pw0",
+    "mlserver",
+    "starlette-bare",
+    "starlette-v2",
+    "grpclib-bare",
+)
+#: The servers the *vs bare* ratios divide by: the first one that ran the scenario.
+CEILINGS = ("starlette-bare", "grpclib-bare")
 
 _BARE_SCRIPT = Path(__file__).with_name("bare.py")
+_BARE_GRPC_SCRIPT = Path(__file__).with_name("bare_grpc.py")
+_BOTH = frozenset({"rest", "grpc"})
 
 
 def _settings(ports: Ports) -> dict[str, Any]:
@@ -51,7 +65,9 @@ def inferkit_spec(work: Path, models: Sequence[str], version: str) -> ServerSpec
     command += ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc)]
     command += ["--metrics-port", str(ports.metrics)]
     label = f"inferkit {version}, access log off"
-    return ServerSpec("inferkit", label, "subject", command, ports, list(models), "index")
+    return ServerSpec(
+        "inferkit", label, "subject", command, ports, list(models), "index", transports=_BOTH
+    )
 
 
 def mlserver_spec(
@@ -76,7 +92,15 @@ def mlserver_spec(
     repo = write_repository(work / key, "mlserver", models, work / "artifacts-mlserver", settings)
     command = [str(env.command), "start", str(repo)]
     return ServerSpec(
-        key, label, "baseline", command, ports, list(models), "index", expected=expected
+        key,
+        label,
+        "baseline",
+        command,
+        ports,
+        list(models),
+        "index",
+        transports=_BOTH,
+        expected=expected,
     )
 
 
@@ -108,6 +132,27 @@ def bare_spec(work: Path, requests: Mapping[str, Request]) -> ServerSpec:
         ports,
         list(requests),
         "health",
+        by_payload=True,
+    )
+
+
+def bare_grpc_spec(work: Path, requests: Mapping[str, Request]) -> ServerSpec:
+    """grpclib + betterproto2 parsing the request and sending a fixed reply: the gRPC ceiling."""
+    replies = work / "replies-grpc.json"
+    replies.write_text(fixed_replies(requests))
+    ports = Ports.free()
+    command = [sys.executable, str(_BARE_GRPC_SCRIPT), "--port", str(ports.grpc)]
+    command += ["--replies", str(replies)]
+    label = "bare grpclib+betterproto2: parses the request, fixed reply"
+    return ServerSpec(
+        "grpclib-bare",
+        label,
+        "ceiling",
+        command,
+        ports,
+        list(requests),
+        "grpc-port",
+        transports=frozenset({"grpc"}),
         by_payload=True,
     )
 

@@ -21,6 +21,10 @@ PACKAGES = (
     "uvloop",
     "scikit-learn",
     "xgboost",
+    "grpclib",
+    "betterproto2",
+    "grpcio",
+    "tritonclient",
 )
 
 

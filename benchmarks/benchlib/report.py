@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .results import Cell, Results
+from .scenarios import TRANSPORT_NAMES
 
 __all__ = ["header", "markdown", "write_chart"]
 
@@ -49,13 +51,24 @@ def _base(results: Results, scenario: str, server: str | None) -> float | None:
     return cell.rps if cell is not None else None
 
 
+def _ceiling(results: Results, scenario: str, ceilings: Sequence[str]) -> float | None:
+    """The requests/s of the first of ``ceilings`` that ran ``scenario``."""
+    for server in ceilings:
+        rps = _base(results, scenario, server)
+        if rps:
+            return rps
+    return None
+
+
 def header(results: Results) -> str:
     """What the figures were measured on and how: machine, versions, loader, command."""
     m = results.machine
     s = results.settings
     versions = ", ".join(f"{name} {v}" for name, v in m["packages"].items() if v != "-")
     mlserver = f"; MLServer {m['mlserver']} (own venv)" if "mlserver" in m else ""
-    loaders = ", ".join(f"{t.upper()}: {name}" for t, name in s.get("loader", {}).items())
+    loaders = ", ".join(
+        f"{TRANSPORT_NAMES.get(t, t)}: {name}" for t, name in s.get("loader", {}).items()
+    )
     lines = []
     if s["quick"]:
         lines += [
@@ -76,9 +89,14 @@ def header(results: Results) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: Results, mlserver: str | None, bare: str | None) -> str:
-    """The results as markdown: throughput table, start-up table and notes."""
-    bases = [f"{name}'s" for name in (mlserver, bare) if name]
+def markdown(results: Results, mlserver: str | None, ceilings: Sequence[str]) -> str:
+    """The results as markdown: throughput table, start-up table and notes.
+
+    *vs bare* divides by the first of ``ceilings`` that ran the scenario (one per transport).
+    """
+    bases = [f"{mlserver}'s"] if mlserver else []
+    if ceilings:
+        bases.append(" or ".join(f"{name}'s" for name in ceilings))
     lines = [
         "Requests/s, latency and server CPU are medians over the runs; errors are summed"
         " (failed / completed requests); ratios divide requests/s by "
@@ -93,7 +111,7 @@ def markdown(results: Results, mlserver: str | None, bare: str | None) -> str:
     for (scenario, server), cell in results.cells.items():
         shown = results.scenario_labels[scenario] if scenario != previous else ""
         previous = scenario
-        lines.append(_cell_row(results, cell, shown, server, mlserver, bare))
+        lines.append(_cell_row(results, cell, shown, server, mlserver, ceilings))
     lines += ["", *_startup_table(results, mlserver)]
     if results.notes:
         lines += ["", "Notes:", "", *(f"- {note}" for note in results.notes)]
@@ -101,12 +119,17 @@ def markdown(results: Results, mlserver: str | None, bare: str | None) -> str:
 
 
 def _cell_row(
-    results: Results, cell: Cell, scenario: str, server: str, mlserver: str | None, bare: str | None
+    results: Results,
+    cell: Cell,
+    scenario: str,
+    server: str,
+    mlserver: str | None,
+    ceilings: Sequence[str],
 ) -> str:
     if cell.skipped is not None:
         return f"| {scenario} | {server} | {cell.skipped} | | | | | | | |"
     ml = _base(results, cell.scenario, mlserver)
-    ceiling = _base(results, cell.scenario, bare)
+    ceiling = _ceiling(results, cell.scenario, ceilings)
     cells = [
         scenario,
         server,
@@ -193,7 +216,7 @@ def write_chart(results: Results, path: Path, mlserver: str | None, title: str) 
     for axis in flat[panels:]:
         axis.set_visible(False)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.985))  # room for the title above the first row
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

@@ -1,16 +1,17 @@
 """What is measured: the payloads (request + expected answer) and the scenario table.
 
 A scenario is one row of the results: a transport, a payload and a concurrency. Every server
-that has the payload's model runs every scenario whose transport has a driver (see
-``drivers.DRIVERS``). Adding gRPC is adding a driver: the gRPC rows are already in the table and
-are reported as skipped until then.
+that has the payload's model and speaks the transport runs it, when the transport has a driver
+here (see ``drivers.drivers``; without one its rows are skipped with a note). A request carries
+its tensor as well as its V2 JSON body, so the gRPC driver builds its protobuf message from the
+same numbers.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,9 @@ TRANSPORT_NAMES: Mapping[str, str] = {"rest": "REST", "grpc": "gRPC"}
 
 #: Elements of the large tensor.
 LARGE_ELEMENTS = 1_000_000
+#: Every request has one FP32 input of this name.
+INPUT_NAME = "x"
+INPUT_DATATYPE = "FP32"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Payload:
     key: str
     model: str
     label: str
+    #: Over gRPC, send the tensor as ``raw_input_contents`` (else typed ``contents``).
+    grpc_raw: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Request:
     expected: tuple[float, ...]
     #: Relative tolerance of the comparison (0: exact, for class labels).
     rtol: float = 0.0
+    #: The input tensor (FP32, with its shape); the JSON body holds the same values.
+    tensor: np.ndarray[Any, np.dtype[np.float32]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,9 @@ class Scenario:
     def label(self) -> str:
         """``REST sum [1,16] FP32, c=32``."""
         transport = TRANSPORT_NAMES.get(self.transport, self.transport)
-        return f"{transport} {PAYLOADS[self.payload].label}, c={self.concurrency}"
+        payload = PAYLOADS[self.payload]
+        raw = " raw" if self.transport == "grpc" and payload.grpc_raw else ""
+        return f"{transport} {payload.label}{raw}, c={self.concurrency}"
 
 
 PAYLOADS: Mapping[str, Payload] = {
@@ -76,7 +86,7 @@ PAYLOADS: Mapping[str, Payload] = {
         Payload("sum-16", "sum", "sum [1,16] FP32"),
         Payload("digits-svc", "digits-svc", "digits SVC [1,64] FP32"),
         Payload("digits-xgb", "digits-xgb", "digits XGBoost [1,64] FP32"),
-        Payload("sum-1m", "sum", "sum [1,1000000] FP32"),
+        Payload("sum-1m", "sum", "sum [1,1000000] FP32", grpc_raw=True),
     )
 }
 
@@ -87,8 +97,8 @@ SCENARIOS: Sequence[Scenario] = (
     Scenario("rest-xgb-c32", "rest", "digits-xgb", 32),
     # About 19 MB of JSON per request: a few in flight keep one server CPU busy.
     Scenario("rest-sum1m-c4", "rest", "sum-1m", 4, timeout_s=60.0),
-    # gRPC: the same payloads (the large one as raw_input_contents). They run once
-    # drivers.DRIVERS has a "grpc" driver; until then they are reported as skipped.
+    # gRPC: the same payloads, typed `contents` except the large one (raw_input_contents, about
+    # 4 MB per request).
     Scenario("grpc-sum16-c1", "grpc", "sum-16", 1),
     Scenario("grpc-sum16-c32", "grpc", "sum-16", 32),
     Scenario("grpc-svc-c32", "grpc", "digits-svc", 32),
@@ -97,10 +107,21 @@ SCENARIOS: Sequence[Scenario] = (
 )
 
 
-def _v2_body(values: Sequence[float], shape: list[int]) -> bytes:
+def _v2_body(tensor: np.ndarray[Any, np.dtype[np.float32]]) -> bytes:
     # As a V2 client sends it (tritonclient, requests): a flat list of the floats' full repr.
-    request = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": values}]}
+    data = tensor.ravel().tolist()
+    tensor_input = {"name": INPUT_NAME, "shape": list(tensor.shape), "datatype": INPUT_DATATYPE}
+    request = {"inputs": [{**tensor_input, "data": data}]}
     return json.dumps(request, separators=(",", ":")).encode()
+
+
+def _request(
+    key: str,
+    tensor: np.ndarray[Any, np.dtype[np.float32]],
+    expected: Sequence[float],
+    rtol: float = 0.0,
+) -> Request:
+    return Request(PAYLOADS[key], _v2_body(tensor), tuple(expected), rtol, tensor)
 
 
 def build_requests(artifacts: Mapping[str, Any]) -> dict[str, Request]:
@@ -108,23 +129,16 @@ def build_requests(artifacts: Mapping[str, Any]) -> dict[str, Request]:
 
     A digits payload whose artefact could not be built is left out.
     """
-    small = np.arange(1, 17, dtype=np.float32) / 8  # exact in binary: the sum is exactly 17
-    large = np.random.default_rng(0).random(LARGE_ELEMENTS, dtype=np.float32)
+    small = np.arange(1, 17, dtype=np.float32).reshape(1, 16) / np.float32(8)  # sum: 17
+    large = np.random.default_rng(0).random((1, LARGE_ELEMENTS), dtype=np.float32)
     requests = {
-        "sum-16": Request(
-            PAYLOADS["sum-16"], _v2_body(small.tolist(), [1, 16]), (float(small.sum()),)
-        ),
-        "sum-1m": Request(
-            PAYLOADS["sum-1m"],
-            _v2_body(large.tolist(), [1, LARGE_ELEMENTS]),
-            (float(large.astype(np.float64).sum()),),
-            # float32 accumulation (pairwise in numpy) drifts a little from the float64 sum.
-            rtol=1e-4,
-        ),
+        "sum-16": _request("sum-16", small, (float(small.sum()),)),
+        # float32 accumulation (pairwise in numpy) drifts a little from the float64 sum.
+        "sum-1m": _request("sum-1m", large, (float(large.astype(np.float64).sum()),), 1e-4),
     }
     for key in ("digits-svc", "digits-xgb"):
         built = artifacts.get(key, {})
         if "input" in built:
-            body = _v2_body(built["input"], [1, len(built["input"])])
-            requests[key] = Request(PAYLOADS[key], body, tuple(built["predict"]))
+            row = np.asarray(built["input"], dtype=np.float32).reshape(1, -1)
+            requests[key] = _request(key, row, built["predict"])
     return requests

@@ -2,8 +2,9 @@
 
 A server is started pinned to the server CPU, on free loopback ports, with its output in a log
 file. It is *ready* when every model it should serve is READY in its repository index (inferkit,
-MLServer) or when ``/v2/health/ready`` answers 200 (the bare apps); the time from ``Popen`` to
-that moment is its start-to-ready time. A model that FAILED is left out and reported.
+MLServer), when ``/v2/health/ready`` answers 200 (the bare REST apps) or when its gRPC port
+accepts connections (the bare gRPC server); the time from ``Popen`` to that moment is its
+start-to-ready time. A model that FAILED is left out and reported.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class ServerSpec:
     ports: Ports
     #: The models it serves (its readiness waits for them).
     models: Sequence[str]
-    #: "index": every model READY in ``/v2/repository/index``; "health": ``/v2/health/ready``.
+    #: "index": every model READY in ``/v2/repository/index``; "health": ``/v2/health/ready``;
+    #: "grpc-port": the gRPC port accepts a connection.
     readiness: str
     transports: frozenset[str] = frozenset({"rest"})
     #: Address a payload by its key instead of its model's name (the fixed-reply app has one
@@ -122,10 +124,8 @@ def start_server(spec: ServerSpec, log: Path, cpu: int | None, timeout_s: float)
         )
     running = RunningServer(spec, process, log)
     try:
-        if spec.readiness == "index":
-            _wait_for_models(running, began + timeout_s)
-        else:
-            _wait_for_health(running, began + timeout_s)
+        waits = {"index": _wait_for_models, "health": _wait_for_health, "grpc-port": _wait_for_port}
+        waits[spec.readiness](running, began + timeout_s)
     except BaseException:
         stop_server(running)
         raise
@@ -143,6 +143,18 @@ def _wait_for_health(running: RunningServer, deadline: float) -> None:
         except OSError:
             pass
         time.sleep(_POLL_S)
+
+
+def _wait_for_port(running: RunningServer, deadline: float) -> None:
+    while True:
+        _check_alive(running, deadline)
+        try:
+            socket.create_connection(("127.0.0.1", running.spec.ports.grpc), timeout=5).close()
+        except OSError:
+            time.sleep(_POLL_S)
+            continue
+        running.ready_models = list(running.spec.models)
+        return
 
 
 def _wait_for_models(running: RunningServer, deadline: float) -> None:

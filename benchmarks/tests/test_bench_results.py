@@ -56,7 +56,7 @@ def _results() -> Results:
 
 
 def test_markdown_rows_carry_ratios_against_mlserver_and_bare() -> None:
-    text = markdown(_results(), "mlserver-pw0", "starlette-bare")
+    text = markdown(_results(), "mlserver-pw0", ["starlette-bare"])
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[1] == (
         "| REST sum [1,16] FP32, c=32 | inferkit | 3,000 | 1.50x | 0.75x | 0.50 | 2.00"
@@ -68,8 +68,20 @@ def test_markdown_rows_carry_ratios_against_mlserver_and_bare() -> None:
     assert text.count("- a note") == 1
 
 
+def test_vs_bare_divides_by_the_ceiling_of_the_scenarios_transport() -> None:
+    results = _results()
+    results.scenario_labels["grpc-sum16-c32"] = "gRPC sum [1,16] FP32, c=32"
+    results.startups["grpclib-bare"] = Startup("grpclib-bare", "grpclib", "ceiling", 0.5, MB)
+    for name, rps in [("inferkit", 1500), ("grpclib-bare", 2000)]:
+        results.cell("grpc-sum16-c32", name).runs.append(_run(rps, 1.0, 500, 1.0, 90 * MB))
+    text = markdown(results, "mlserver-pw0", ["starlette-bare", "grpclib-bare"])
+    assert "| REST sum [1,16] FP32, c=32 | inferkit | 3,000 | 1.50x | 0.75x |" in text
+    assert "| gRPC sum [1,16] FP32, c=32 | inferkit | 1,500 | - | 0.75x |" in text
+    assert "by mlserver-pw0's and by starlette-bare's or grpclib-bare's in the same" in text
+
+
 def test_markdown_without_baselines_shows_no_ratios() -> None:
-    text = markdown(_results(), None, None)
+    text = markdown(_results(), None, [])
     assert "| REST sum [1,16] FP32, c=32 | inferkit | 3,000 | - | - |" in text
     assert "ratios divide requests/s by nothing (no baseline ran)" in text
 
