@@ -40,6 +40,7 @@ from .types import (
     MetadataServerResponse,
     MetadataTensor,
     RepositoryIndexResponseItem,
+    State,
 )
 
 if TYPE_CHECKING:
@@ -101,9 +102,11 @@ class Server:
             if workers > 0:
                 from .parallel import ParallelModel
 
-                return ParallelModel(
+                parallel = ParallelModel(
                     settings, workers=workers, server_settings=self.settings, codecs=self.codecs
                 )
+                self.metrics.attach(parallel.metrics)
+                return parallel
             from .repository import resolve_implementation
 
             cls = resolve_implementation(settings)
@@ -220,7 +223,7 @@ class Server:
 
     async def model_ready(self, name: str, version: str | None = None) -> bool:
         """Whether a model (version) is READY; raises ModelNotFound for an unknown one."""
-        return self._registry.get(name, version).state == "READY"
+        return _state(self._registry.get(name, version))[0] == "READY"
 
     async def model_metadata(self, name: str, version: str | None = None) -> MetadataModelResponse:
         """A model's metadata; ``versions`` lists the versions that are loaded."""
@@ -237,9 +240,10 @@ class Server:
             self._discover()
         items = [
             RepositoryIndexResponseItem(
-                name=slot.name, version=slot.version, state=slot.state, reason=slot.reason
+                name=slot.name, version=slot.version, state=state, reason=why
             )
             for slot in self._registry
+            for state, why in [_state(slot)]
         ]
         if ready is not None:
             items = [item for item in items if (item.state == "READY") == ready]
@@ -396,6 +400,14 @@ def _batch_size(request: InferenceRequest) -> int:
     if request.inputs and request.inputs[0].shape:
         return max(int(request.inputs[0].shape[0]), 1)
     return 1
+
+
+def _state(slot: Slot) -> tuple[State, str]:
+    """The slot's state, unless a loaded model says it cannot serve (``model.ready`` false:
+    e.g. every worker process of a parallel model is down and restarting)."""
+    if slot.state == "READY" and getattr(slot.model, "ready", True) is False:
+        return "UNAVAILABLE", "The model is loaded but reports it cannot serve right now"
+    return slot.state, slot.reason
 
 
 def _settings_metadata(settings: ModelSettings) -> MetadataModelResponse:

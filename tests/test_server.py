@@ -391,3 +391,17 @@ async def test_an_mlserver_repository_through_the_core(tmp_path: Path) -> None:
     assert index["garbled"][0] == "FAILED" and "model-settings.json" in index["garbled"][1]
     assert await server.ready() is True
     assert np.asarray((await server.infer("adder", fp32(1, 2))).outputs[0].data).tolist() == [3.0]
+
+
+async def test_a_loaded_model_that_reports_not_ready_is_shown_unavailable() -> None:
+    model = sum_model()
+    server = await started(model)
+    model.ready = False  # as a parallel model does while all its workers are down
+    assert await server.model_ready("sum") is False
+    [item] = await server.index()
+    assert (item.state, item.reason) == (
+        "UNAVAILABLE",
+        "The model is loaded but reports it cannot serve right now",
+    )
+    model.ready = True
+    assert await server.model_ready("sum") is True
