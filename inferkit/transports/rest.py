@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -259,14 +259,17 @@ class _Api:
 
     async def _body(self, request: Request, headers: dict[str, str]) -> bytes:
         """The body, refused with 413 as soon as it is known to exceed the limit."""
+        stream = request.stream()
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._discard(stream)
             raise self._too_large()
         chunks = []
         size = 0
-        async for chunk in request.stream():
+        async for chunk in stream:
             size += len(chunk)
             if size > self.limit:
+                await self._discard(stream)
                 raise self._too_large()
             chunks.append(chunk)
         body = b"".join(chunks)
@@ -274,6 +277,17 @@ class _Api:
         if encoding in ("gzip", "deflate"):
             body = self._inflate(body, encoding)
         return body
+
+    async def _discard(self, stream: AsyncIterator[bytes]) -> None:
+        # Read (and drop) a bounded amount of what the client is still sending before the 413:
+        # closing a socket with unread data makes the kernel send a reset, which can destroy
+        # the response before the client reads it (nginx's "lingering close" is the same idea).
+        # Nothing is kept, and past another ``limit`` bytes the connection is simply dropped.
+        drained = 0
+        async for chunk in stream:
+            drained += len(chunk)
+            if drained > self.limit:
+                return
 
     def _inflate(self, body: bytes, encoding: str) -> bytes:
         # Bounded, so a small compressed body cannot expand past the limit (a "zip bomb").
