@@ -59,7 +59,7 @@ async def serve_async(server: Server, settings: Settings | None = None) -> None:
     """Serve in the running loop until signalled or cancelled, then drain and unload."""
     settings = settings if settings is not None else server.settings
     services = _services(settings)
-    for host, port, what in _ports(settings, services):
+    for host, port, what in _ports(settings):
         _check_port(host, port, what)
     stop = asyncio.Event()
     restore = _install_signal_handlers(stop)
@@ -90,12 +90,17 @@ def _services(settings: Settings) -> list[Service]:
         from .transports.metrics import metrics_service
 
         services.append(metrics_service)
-    # gRPC is an extra too: without grpclib and betterproto2, REST serves alone.
-    if settings.grpc_port and all(importlib.util.find_spec(m) for m in ("grpclib", "betterproto2")):
+    if _serves_grpc(settings):
         from .transports.grpc import grpc_service
 
         services.append(grpc_service)
     return services
+
+
+def _serves_grpc(settings: Settings) -> bool:
+    # gRPC is an extra too: without grpclib and betterproto2, REST serves alone.
+    installed = all(importlib.util.find_spec(m) for m in ("grpclib", "betterproto2"))
+    return bool(settings.grpc_port) and installed
 
 
 def _metrics_installed() -> bool:
@@ -103,11 +108,11 @@ def _metrics_installed() -> bool:
     return importlib.util.find_spec("prometheus_client") is not None
 
 
-def _ports(settings: Settings, services: list[Service]) -> list[tuple[str, int, str]]:
+def _ports(settings: Settings) -> list[tuple[str, int, str]]:
     ports = [(settings.host, settings.http_port, "HTTP")]
     if settings.metrics_endpoint and not settings.metrics_on_http_port and _metrics_installed():
         ports.append((settings.host, settings.metrics_port, "metrics"))
-    if any(service.__name__ == "grpc_service" for service in services):
+    if _serves_grpc(settings):
         ports.append((settings.host, settings.grpc_port, "gRPC"))
     return [p for p in ports if p[1]]
 

@@ -573,10 +573,10 @@ def test_the_runner_serves_grpc_on_its_port() -> None:
     with_grpc = Settings(host="127.0.0.1", grpc_port=9001)
     services = _services(with_grpc)
     assert grpc_service in services
-    assert ("127.0.0.1", 9001, "gRPC") in _ports(with_grpc, services)
+    assert ("127.0.0.1", 9001, "gRPC") in _ports(with_grpc)
     without = Settings(grpc_port=0)
     assert grpc_service not in _services(without)
-    assert all(what != "gRPC" for _, _, what in _ports(without, _services(without)))
+    assert all(what != "gRPC" for _, _, what in _ports(without))
 
 
 # -- TLS ----------------------------------------------------------------------------------------
