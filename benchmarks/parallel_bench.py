@@ -1,7 +1,9 @@
 """Throughput of ``parallel_workers`` 0, 1 and 2: ``python benchmarks/parallel_bench.py``.
 
-Two models, served over REST by the real ``inferkit start`` (one server per worker count, all
-started first, runs interleaved so a noisy machine's drifts hit them alike):
+Two models, served over REST by the real ``inferkit start`` and, beside it, by MLServer 1.7.1
+(``mlserver start`` from ``benchmarks/.venv-mlserver``; skipped with a note when that venv is
+missing or with ``--no-mlserver``) with the same settings: one server per (server, worker count),
+all started first, runs interleaved so a noisy machine's drifts hit them alike:
 
 - ``cpu``: a pure-Python loop of about 5 ms per request (calibrated here, then fixed), the case
   workers exist for: the GIL keeps an in-process model on one core;
@@ -9,8 +11,9 @@ started first, runs interleaved so a noisy machine's drifts hit them alike):
 
 Load is closed-loop (``wrk`` if installed, else a small asyncio client) with a fixed number of
 connections for a bounded duration; the table gives requests/s (median of the runs) and the
-ratio to in-process. The load generator shares the machine's cores with the server and its
-workers: on a 2-core machine the figures are noisy and the 2-worker gain is capped.
+ratios to the same server's in-process row and to inferkit's. The load generator shares the
+machine's cores with the servers and their workers: on a 2-core machine the figures are noisy and
+the 2-worker gain is capped.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 MODELS = '''
@@ -62,6 +66,41 @@ class Trivial(Model):
         )
 '''
 
+# The same two models for MLServer (its ``MLModel`` API); identical work per request.
+MLSERVER_MODELS = """
+from mlserver import MLModel
+from mlserver.types import InferenceResponse, ResponseOutput
+
+
+class Spin(MLModel):
+    async def load(self):
+        self.loops = int(self.settings.parameters.extra["loops"])
+        return True
+
+    async def predict(self, payload):
+        total = 0
+        for i in range(self.loops):
+            total += i * i
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[ResponseOutput(name="total", shape=[1], datatype="INT64", data=[total])],
+        )
+
+
+class Trivial(MLModel):
+    async def load(self):
+        return True
+
+    async def predict(self, payload):
+        t = payload.inputs[0]
+        return InferenceResponse(
+            model_name=self.name,
+            outputs=[ResponseOutput(name=t.name, shape=t.shape, datatype=t.datatype, data=t.data)],
+        )
+"""
+
+MLSERVER = Path(__file__).resolve().parent / ".venv-mlserver" / "bin" / "mlserver"
+SERVERS = ("inferkit", "mlserver")
 BODY = json.dumps(
     {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 )
@@ -81,13 +120,23 @@ def calibrate(target_s: float = 0.005) -> int:
     return int(loops * target_s / best)
 
 
-def repository(root: Path, workers: int, loops: int) -> Path:
+def repository(root: Path, server: str, workers: int, loops: int) -> Path:
+    """A model repository with both models; MLServer's keeps its scratch folders inside it."""
     root.mkdir(parents=True)
-    (root / "settings.json").write_text(json.dumps({"parallel_workers": workers}))
+    settings: dict[str, object] = {"parallel_workers": workers}
+    if server == "mlserver":
+        # Same host and ports as inferkit's command line; debug off so no per-request logging.
+        settings |= {
+            "debug": False, "host": "127.0.0.1", "http_port": free_port(),
+            "grpc_port": free_port(), "metrics_port": free_port(),
+            "metrics_dir": str(root / ".metrics"), "environments_dir": str(root / ".envs"),
+        }  # fmt: skip
+    (root / "settings.json").write_text(json.dumps(settings))
+    source = MLSERVER_MODELS if server == "mlserver" else MODELS
     for name, cls, extra in (("cpu", "Spin", {"loops": loops}), ("trivial", "Trivial", {})):
         folder = root / name
         folder.mkdir()
-        (folder / "models.py").write_text(MODELS)
+        (folder / "models.py").write_text(source)
         settings = {"name": name, "implementation": f"models.{cls}", "parameters": {"extra": extra}}
         (folder / "model-settings.json").write_text(json.dumps(settings))
     return root
@@ -99,18 +148,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "inferkit", "start", str(root), "--host", "127.0.0.1",
-        "--http-port", str(port), "--grpc-port", str(free_port()),
-        "--metrics-port", str(free_port()), "--log-level", "WARNING",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+def start(root: Path, server: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``server`` on the repository ``root``; return it and its HTTP port once ready."""
+    if server == "mlserver":
+        port = int(json.loads((root / "settings.json").read_text())["http_port"])
+        command = [str(MLSERVER), "start", str(root)]
+    else:
+        port = free_port()
+        command = [
+            sys.executable, "-m", "inferkit", "start", str(root), "--host", "127.0.0.1",
+            "--http-port", str(port), "--grpc-port", str(free_port()),
+            "--metrics-port", str(free_port()), "--log-level", "WARNING",
+        ]  # fmt: skip
+    # MLServer logs every start-up step; its output goes to a file shown if it fails.
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    log.close()
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"inferkit exited with {process.returncode}")
+            tail = (root / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{server} exited with {process.returncode}:\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -119,7 +177,23 @@ def start(root: Path) -> tuple[subprocess.Popen[bytes], int]:
         except OSError:
             pass
         time.sleep(0.1)
-    raise TimeoutError("inferkit did not become ready")
+    process.kill()
+    raise TimeoutError(f"{server} did not become ready")
+
+
+def verify(port: int, loops: int) -> None:
+    """One request per model, checked against the expected answer (both servers do the same)."""
+    expected = {"cpu": [sum(i * i for i in range(loops))], "trivial": [1, 2, 3, 4]}
+    for model, data in expected.items():
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+            data=BODY.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            got = json.loads(response.read())["outputs"][0]["data"]
+        if got != data:
+            raise AssertionError(f"{model} on port {port} answered {got!r}, not {data!r}")
 
 
 def wrk(port: int, model: str, seconds: float, connections: int, script: Path) -> tuple[float, int]:
@@ -173,11 +247,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
     parser.add_argument("--runs", type=int, default=3, help="runs per cell, median (3)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent clients (8)")
+    parser.add_argument("--no-mlserver", action="store_true", help="inferkit only")
     args = parser.parse_args()
+    servers: tuple[str, ...] = SERVERS
+    if args.no_mlserver:
+        servers = ("inferkit",)
+    elif not MLSERVER.exists():
+        print(f"MLServer skipped: {MLSERVER} not found", flush=True)
+        servers = ("inferkit",)
 
     loops = calibrate()
     print(f"cpu model: {loops} loop iterations (~5 ms here); {os.cpu_count()} CPUs", flush=True)
-    rates: dict[tuple[str, int], list[float]] = {}
+    rates: dict[tuple[str, str, int], list[float]] = {}
     bad = 0
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp, "post.lua")
@@ -185,28 +266,49 @@ def main() -> None:
             f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
         )
-        servers = {n: start(repository(Path(tmp, f"w{n}"), n, loops)) for n in WORKERS}
+        running: dict[tuple[str, int], tuple[subprocess.Popen[bytes], int]] = {}
         try:
+            for n in WORKERS:
+                for server in servers:
+                    root = repository(Path(tmp, f"{server}-w{n}"), server, n, loops)
+                    running[server, n] = start(root, server)
+                    verify(running[server, n][1], loops)
             for model in ("cpu", "trivial"):
                 for _ in range(args.runs):
-                    for n, (_, port) in servers.items():
-                        measure(port, model, 1, args.connections, script)  # warm-up
-                        rate, errors = measure(port, model, args.duration, args.connections, script)
-                        rates.setdefault((model, n), []).append(rate)
-                        bad += errors
+                    # Innermost loop over servers: each cell's runs are back to back.
+                    for n in WORKERS:
+                        for server in servers:
+                            port = running[server, n][1]
+                            measure(port, model, 1, args.connections, script)  # warm-up
+                            rate, errors = measure(
+                                port, model, args.duration, args.connections, script
+                            )
+                            rates.setdefault((server, model, n), []).append(rate)
+                            bad += errors
         finally:
-            for process, _ in servers.values():
+            for process, _ in running.values():
                 process.send_signal(signal.SIGTERM)
-                process.wait(timeout=60)
+            for process, _ in running.values():
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
-    print(f"\n{'model':<8} {'workers':>7} {'req/s':>9} {'vs 0':>6}   runs")
+    header = f"{'server':<9} {'model':<8} {'workers':>7} {'req/s':>9} {'vs own 0':>9}"
+    print(f"\n{header} {'vs inferkit 0':>13}   runs")
     for model in ("cpu", "trivial"):
-        base = statistics.median(rates[model, 0])
+        ours = statistics.median(rates["inferkit", model, 0])
         for n in WORKERS:
-            runs = rates[model, n]
-            median = statistics.median(runs)
-            shown = " ".join(f"{r:.0f}" for r in runs)
-            print(f"{model:<8} {n:>7} {median:>9.0f} {median / base:>5.2f}x   {shown}")
+            for server in servers:
+                runs = rates[server, model, n]
+                median = statistics.median(runs)
+                own = median / statistics.median(rates[server, model, 0])
+                shown = " ".join(f"{r:.0f}" for r in runs)
+                print(
+                    f"{server:<9} {model:<8} {n:>7} {median:>9.0f} {own:>8.2f}x"
+                    f" {median / ours:>12.2f}x   {shown}"
+                )
     print(
         f"\nnon-2xx responses: {bad}; load: {'wrk' if shutil.which('wrk') else 'asyncio'}, "
         f"{args.connections} connections, {args.duration:g} s x {args.runs} runs (noisy)"
