@@ -85,7 +85,33 @@ def _to_bytes(item: Any, where: str) -> bytes:
     raise InvalidRequest(f"Expected bytes or a string, got `{show_value(item)}`", where=where)
 
 
-class StringCodec(InputCodec):
+class _ListCodec(InputCodec):
+    """A list of N values as a ``BYTES`` tensor of shape ``[N, 1]``.
+
+    Subclasses give ``encode_output`` and ``_decode``; inputs are encoded like outputs and
+    both are decoded alike, so the four MLServer methods live here once.
+    """
+
+    @classmethod
+    def decode_output(cls, response_output: ResponseOutput) -> list[Any]:
+        return cls._decode(response_output)
+
+    @classmethod
+    def encode_input(
+        cls, name: str, payload: Sequence[Any], use_bytes: bool = True, **kwargs: Any
+    ) -> RequestInput:
+        return _as_input(cls.encode_output(name, payload, use_bytes=use_bytes))
+
+    @classmethod
+    def decode_input(cls, request_input: RequestInput) -> list[Any]:
+        return cls._decode(request_input)
+
+    @classmethod
+    def _decode(cls, tensor: Tensor) -> list[Any]:
+        raise NotImplementedError
+
+
+class StringCodec(_ListCodec):
     """A list of Python strings as a ``BYTES`` tensor of UTF-8 text."""
 
     ContentType: ClassVar[str] = "str"
@@ -103,20 +129,6 @@ class StringCodec(InputCodec):
         return _output(cls, name, items, use_bytes)
 
     @classmethod
-    def decode_output(cls, response_output: ResponseOutput) -> list[str]:
-        return cls._decode(response_output)
-
-    @classmethod
-    def encode_input(
-        cls, name: str, payload: Sequence[str], use_bytes: bool = True, **kwargs: Any
-    ) -> RequestInput:
-        return _as_input(cls.encode_output(name, payload, use_bytes=use_bytes))
-
-    @classmethod
-    def decode_input(cls, request_input: RequestInput) -> list[str]:
-        return cls._decode(request_input)
-
-    @classmethod
     def _decode(cls, tensor: Tensor) -> list[str]:
         items, flat = _elements(tensor)
         if flat and all(type(item) is str for item in items):
@@ -132,7 +144,7 @@ class StringRequestCodec(SingleInputRequestCodec):
     TypeHint: ClassVar[Any] = list[str]
 
 
-class Base64Codec(InputCodec):
+class Base64Codec(_ListCodec):
     """A list of binary blobs, each sent base64-encoded in a ``BYTES`` tensor."""
 
     ContentType: ClassVar[str] = "base64"
@@ -151,20 +163,6 @@ class Base64Codec(InputCodec):
         return _output(cls, name, items, use_bytes)
 
     @classmethod
-    def decode_output(cls, response_output: ResponseOutput) -> list[bytes]:
-        return cls._decode(response_output)
-
-    @classmethod
-    def encode_input(
-        cls, name: str, payload: Sequence[bytes], use_bytes: bool = True, **kwargs: Any
-    ) -> RequestInput:
-        return _as_input(cls.encode_output(name, payload, use_bytes=use_bytes))
-
-    @classmethod
-    def decode_input(cls, request_input: RequestInput) -> list[bytes]:
-        return cls._decode(request_input)
-
-    @classmethod
     def _decode(cls, tensor: Tensor) -> list[bytes]:
         items, flat = _elements(tensor)
         return [_from_base64(_to_bytes(item, _at(i, flat))) for i, item in enumerate(items)]
@@ -181,7 +179,7 @@ def _from_base64(item: bytes) -> bytes:
 _Datetime = str | datetime
 
 
-class DatetimeCodec(InputCodec):
+class DatetimeCodec(_ListCodec):
     """A list of datetimes, each sent as ISO 8601 text in a ``BYTES`` tensor."""
 
     ContentType: ClassVar[str] = "datetime"
@@ -199,20 +197,6 @@ class DatetimeCodec(InputCodec):
         iso = [item if isinstance(item, str) else item.isoformat() for item in payload]
         items = [text.encode() for text in iso] if use_bytes else iso
         return _output(cls, name, items, use_bytes)
-
-    @classmethod
-    def decode_output(cls, response_output: ResponseOutput) -> list[datetime]:
-        return cls._decode(response_output)
-
-    @classmethod
-    def encode_input(
-        cls, name: str, payload: Sequence[_Datetime], use_bytes: bool = True, **kwargs: Any
-    ) -> RequestInput:
-        return _as_input(cls.encode_output(name, payload, use_bytes=use_bytes))
-
-    @classmethod
-    def decode_input(cls, request_input: RequestInput) -> list[datetime]:
-        return cls._decode(request_input)
 
     @classmethod
     def _decode(cls, tensor: Tensor) -> list[datetime]:
