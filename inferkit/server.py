@@ -33,6 +33,7 @@ from .metrics import MetricStore
 from .model import Model, ModelProtocol
 from .registry import ModelFactory, Registry, Slot
 from .settings import ModelSettings, Settings
+from .statistics import ModelStatisticsResponse, Statistics
 from .types import (
     InferenceRequest,
     InferenceResponse,
@@ -71,8 +72,10 @@ class Server:
         self.codecs = _codec_registry(codecs)
         self.repository = repository
         #: Protocol extensions advertised by ``metadata()``; transports may add theirs.
-        self.extensions: list[str] = ["model_repository", *self.settings.extensions]
-        self._listeners: list[Listener] = []
+        self.extensions: list[str] = ["model_repository", "statistics", *self.settings.extensions]
+        # One statistics store per server, fed by the events, read by every transport.
+        self._statistics = Statistics()
+        self._listeners: list[Listener] = [self._statistics]
         #: Metrics of the transports and custom metrics of the models, for exporters.
         self.metrics = MetricStore()
         self._registry = Registry(self._emit)
@@ -248,6 +251,12 @@ class Server:
         if ready is not None:
             items = [item for item in items if (item.state == "READY") == ready]
         return items
+
+    async def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> ModelStatisticsResponse:
+        """Triton's statistics extension: every READY model version, or one model (version)."""
+        return self._statistics.report(await self.index(), name, version)
 
     # -- repository -----------------------------------------------------------------------
 

@@ -405,3 +405,17 @@ async def test_a_loaded_model_that_reports_not_ready_is_shown_unavailable() -> N
     )
     model.ready = True
     assert await server.model_ready("sum") is True
+
+
+async def test_statistics_come_from_the_core_without_any_transport() -> None:
+    server = await started(sum_model())
+    await server.infer("sum", fp32(1, 2))
+    with pytest.raises(errors.InvalidShape):
+        await server.infer("sum", _bad_request())
+    [stats] = (await server.model_statistics("sum")).model_stats
+    assert (stats.name, stats.inference_count) == ("sum", 1)
+    assert stats.inference_stats.success.count == 1
+    assert stats.inference_stats.fail.count == 1
+    assert "statistics" in (await server.metadata()).extensions
+    with pytest.raises(errors.ModelNotFound):
+        await server.model_statistics("nope")

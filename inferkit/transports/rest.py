@@ -35,7 +35,6 @@ from ..events import Event, InferenceFinished
 from ..logs import log_access
 from ..server import Server
 from ..settings import Settings
-from ..statistics import Statistics
 from ..types import InferenceRequest, RepositoryIndexRequest, encode_json
 from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
 from .openapi import docs_routes
@@ -155,14 +154,10 @@ class _Api:
         self.limit = max_request_size
         self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
-        # Statistics extension and Server-Timing, both fed by the core's events.
-        self.statistics = Statistics()
-        server.add_listener(self.statistics)
-        with contextlib.suppress(ValueError):  # once per server, however many apps
+        # Server-Timing is fed by the core's events: one listener per server, however many apps.
+        with contextlib.suppress(ValueError):
             server.remove_listener(_remember_inference)
         server.add_listener(_remember_inference)
-        if "statistics" not in server.extensions:
-            server.extensions.append("statistics")
 
     def routes(self) -> list[BaseRoute]:
         model = "/v2/models/{name}"
@@ -231,8 +226,7 @@ class _Api:
 
     async def stats(self, request: Request) -> Response:
         params = request.path_params
-        index = await self.server.index()
-        return _json(self.statistics.report(index, params.get("name"), params.get("version")))
+        return _json(await self.server.model_statistics(params.get("name"), params.get("version")))
 
     async def index(self, request: Request) -> Response:
         body = await self._body(request, _headers(request))

@@ -31,7 +31,7 @@ from inferkit import errors
 from inferkit.logs import log_access
 from inferkit.server import Server
 from inferkit.settings import Settings
-from inferkit.statistics import ModelStatisticsResponse, StatisticDuration, Statistics
+from inferkit.statistics import ModelStatisticsResponse, StatisticDuration
 from inferkit.types import InferenceResponse
 
 from ._generated import inference as pb
@@ -158,11 +158,6 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         self.server = server
         self.inflight = inflight
         self._limit = max_message_length
-        # Triton's statistics extension, fed by the core's events.
-        self.statistics = Statistics()
-        server.add_listener(self.statistics)
-        if "statistics" not in server.extensions:
-            server.extensions.append("statistics")
 
     def __mapping__(self) -> dict[str, Handler]:
         mapping = super().__mapping__()
@@ -194,8 +189,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         self, message: pb.ModelStatisticsRequest
     ) -> pb.ModelStatisticsResponse:
         name, version = model_ref(message)
-        report = self.statistics.report(await self.server.index(), name or None, version)
-        return _statistics_to_proto(report)
+        return _statistics_to_proto(await self.server.model_statistics(name or None, version))
 
     # -- inference ---------------------------------------------------------------------------
 
