@@ -129,12 +129,25 @@ class Family:
     def observe(self, key: LabelValues, value: float) -> None:
         index = bisect.bisect_left(self.buckets, value)  # bounds are inclusive (le)
         with self._lock:
-            counts = self._values.get(key)
-            if counts is None:
-                counts = self._values[key] = [0.0] * (len(self.buckets) + 2)
-            assert isinstance(counts, list)
+            counts = self._histogram(key)
             counts[index] += 1
             counts[-1] += value
+
+    def merge(self, key: LabelValues, counts: Sequence[float], total: float) -> None:
+        """Add observations already sorted into buckets (non-cumulative counts, one per
+        bucket plus the one over the last bound) and their sum, e.g. from a worker process."""
+        with self._lock:
+            values = self._histogram(key)
+            for i, count in enumerate(counts):
+                values[i] += count
+            values[-1] += total
+
+    def _histogram(self, key: LabelValues) -> list[float]:
+        # Layout: [count per bucket..., count over the last bound, sum]. Caller holds the lock.
+        values = self._values.get(key)
+        if not isinstance(values, list):
+            values = self._values[key] = [0.0] * (len(self.buckets) + 2)
+        return values
 
     def snapshot(self) -> MetricSnapshot:
         """The family's current values (histograms made cumulative)."""

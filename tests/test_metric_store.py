@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from inferkit.metrics import (
+    Family,
     HistogramSample,
     MetricSnapshot,
     MetricStore,
@@ -255,3 +256,14 @@ def test_attaching_a_model_whose_metrics_clash_fails() -> None:
     with pytest.raises(ValueError, match="Metric 'shared' is already a counter"):
         store.attach(two)
     assert [s.name for s in store.collect()] == ["shared"]
+
+
+def test_merging_pre_bucketed_observations_adds_to_what_was_observed() -> None:
+    family = Family("histogram", "latency_seconds", "", ("model",), (0.1, 1.0))
+    family.observe(("m",), 0.05)
+    family.merge(("m",), [1, 2, 3], 7.5)  # per bucket: <= 0.1, <= 1.0, over 1.0
+    [(key, sample)] = family.snapshot().samples
+    assert key == ("m",)
+    assert isinstance(sample, HistogramSample)
+    assert (sample.cumulative, sample.count) == ((2, 4, 7), 7)
+    assert sample.sum == pytest.approx(7.55)

@@ -98,7 +98,7 @@ def apply_changes(metrics: ModelMetrics, changes: list[MetricChange]) -> None:
         elif change.kind == "gauge":
             family.set(key, change.value)
         else:
-            _merge_histogram(family, key, change.counts, change.total)
+            family.merge(key, change.counts, change.total)
 
 
 def _family(metrics: ModelMetrics, change: MetricChange) -> Family:
@@ -109,16 +109,3 @@ def _family(metrics: ModelMetrics, change: MetricChange) -> Family:
     else:
         metrics.histogram(change.name, change.documentation, change.labelnames, change.buckets)
     return next(f for f in metrics.families() if f.name == change.name and f.kind == change.kind)
-
-
-def _merge_histogram(family: Family, key: tuple[str, ...], counts: list[int], total: float) -> None:
-    # Family has no public way to add pre-bucketed observations (see the report: a
-    # ``Family.merge`` in inferkit.metrics would replace this); its layout is
-    # [count per bucket..., count over the last bound, sum], guarded by its lock.
-    with family._lock:
-        values = family._values.get(key)
-        if not isinstance(values, list):
-            values = family._values[key] = [0.0] * (len(family.buckets) + 2)
-        for i, count in enumerate(counts):
-            values[i] += count
-        values[-1] += total
