@@ -243,6 +243,53 @@ async def test_raw_requests_get_raw_responses(raw: bool) -> None:
         assert reply.raw_output_contents == []
 
 
+class Unparseable:
+    """A ModelInferRequest whose model_name is not UTF-8."""
+
+    def SerializeToString(self) -> bytes:
+        return b"\x0a\x01\xff"
+
+
+async def test_unparseable_requests_are_invalid_argument() -> None:
+    async with serving() as (_, channel):
+        result = await call(channel, f"{V2}/ModelInfer", Unparseable(), pb.ModelInferResponse)
+        stream = await call_stream(channel, [Unparseable(), convert.request_to_proto(SUM, "sum")])
+    message = "Expected a `ModelInferRequest` message, got 3 bytes that do not parse"
+    assert (result.status, result.message, result.trailers) == (
+        Status.INVALID_ARGUMENT,
+        message,
+        {CODE_KEY: "INVALID_REQUEST"},
+    )
+    assert [r.error_message for r in stream] == [message, ""]
+
+
+async def call_stream(channel: Channel, messages: list[Any]) -> list[pb.ModelStreamInferResponse]:
+    async with channel.request(
+        f"{V2}/ModelStreamInfer",
+        Cardinality.STREAM_STREAM,
+        object,
+        pb.ModelStreamInferResponse,
+    ) as stream:
+        for message in messages:
+            await stream.send_message(message)
+        await stream.end()
+        return [reply async for reply in stream]
+
+
+async def test_each_inference_logs_one_access_line(caplog: pytest.LogCaptureFixture) -> None:
+    request = InferenceRequest(id="r-1", inputs=SUM.inputs)
+    with caplog.at_level(logging.INFO, logger="inferkit.access"):
+        async with serving() as (_, channel):
+            for model in ("sum", "nope"):
+                message = convert.request_to_proto(request, model, "")
+                await call(channel, f"{V2}/ModelInfer", message, pb.ModelInferResponse)
+    lines = [r for r in caplog.records if r.name == "inferkit.access"]
+    assert [(r.method, r.path, r.status, r.request_id, r.model) for r in lines] == [  # type: ignore[attr-defined]
+        ("POST", f"{V2}/ModelInfer", "OK", "r-1", "sum"),
+        ("POST", f"{V2}/ModelInfer", "NOT_FOUND", "r-1", "nope"),
+    ]
+
+
 async def test_stream_answers_in_order_and_survives_errors() -> None:
     def request(model: str, value: float, raw: bool = False) -> pb.ModelInferRequest:
         req = InferenceRequest(
