@@ -15,7 +15,7 @@ from inferkit.errors import (
     ModelNotFound,
     UnsupportedDatatype,
 )
-from inferkit.transports.grpc import convert
+from inferkit.transports.grpc import _wire, convert
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.transports.grpc._generated.inference import model_repository as mr
 from inferkit.types import (
@@ -84,6 +84,24 @@ def assert_tensor(data: Any, datatype: str, expected: Any) -> None:
     np.testing.assert_array_equal(data, expected)
 
 
+# The two readers of a ModelInferRequest: the generated class then convert (clients, tests,
+# embedders), and _wire (the service's ModelInfer). Both must give the same core request.
+READERS = ["generated", "wire"]
+
+
+def read_request(wire: bytes, reader: str) -> InferenceRequest:
+    if reader == "generated":
+        return convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+    return _wire.request_of(_wire.ModelInferRequest.FromString(wire))
+
+
+def write_response(response: InferenceResponse, raw: bool) -> bytes:
+    """The response as the service writes it, checked against the generated class's bytes."""
+    wire = _wire.write_infer_response(response, raw=raw)
+    assert wire == bytes(convert.response_to_proto(response, raw=raw))
+    return wire
+
+
 def raw_of(datatype: str, array: Any) -> bytes:
     if datatype == "BYTES":
         items = array.reshape(-1).tolist()
@@ -94,9 +112,12 @@ def raw_of(datatype: str, array: Any) -> bytes:
 # -- tensors, both directions, typed and raw ----------------------------------------------------
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
 @pytest.mark.parametrize(("datatype", "values", "field"), TENSORS, ids=IDS)
-def test_request_round_trip(datatype: str, values: list[Any], field: str | None, raw: bool) -> None:
+def test_request_round_trip(
+    datatype: str, values: list[Any], field: str | None, raw: bool, reader: str
+) -> None:
     array = array_of(datatype, values)
     request = InferenceRequest(
         id="r-1",
@@ -120,7 +141,10 @@ def test_request_round_trip(datatype: str, values: list[Any], field: str | None,
     parsed = pb.ModelInferRequest.parse(bytes(message))
     assert (parsed.model_name, parsed.model_version) == ("model", "v1")
     assert convert.uses_raw(parsed) is (raw or field is None)
-    back = convert.request_from_proto(parsed)
+    read = _wire.ModelInferRequest.FromString(bytes(message))
+    assert (read.model_name, read.model_version) == ("model", "v1")
+    assert bool(read.raw_input_contents) is (raw or field is None)
+    back = read_request(bytes(message), reader)
     assert back.id == "r-1"
     assert back.outputs == [RequestOutput(name="y")]
     (tensor,) = back.inputs
@@ -144,7 +168,7 @@ def test_response_round_trip(
     message = convert.response_to_proto(response, raw=raw)
 
     assert bool(message.raw_output_contents) is (raw or field is None)
-    back = convert.response_from_proto(pb.ModelInferResponse.parse(bytes(message)))
+    back = convert.response_from_proto(pb.ModelInferResponse.parse(write_response(response, raw)))
     assert (back.model_name, back.model_version, back.id) == ("model", "v1", "r-1")
     (tensor,) = back.outputs
     assert (tensor.name, tensor.shape, tensor.datatype) == ("y", [4], datatype)
@@ -178,8 +202,7 @@ def test_response_data_forms(
         model_name="m",
         outputs=[ResponseOutput(name="y", shape=shape, datatype=datatype, data=data)],
     )
-    message = convert.response_to_proto(response, raw=raw)
-    back = convert.response_from_proto(pb.ModelInferResponse.parse(bytes(message)))
+    back = convert.response_from_proto(pb.ModelInferResponse.parse(write_response(response, raw)))
     assert_tensor(
         back.outputs[0].data,
         datatype,
@@ -187,20 +210,26 @@ def test_response_data_forms(
     )
 
 
-def test_response_data_not_fitting_its_shape_is_a_server_error() -> None:
+WRITERS = [convert.response_to_proto, _wire.write_infer_response]
+
+
+@pytest.mark.parametrize("write", WRITERS, ids=["generated", "wire"])
+def test_response_data_not_fitting_its_shape_is_a_server_error(write: Any) -> None:
     response = InferenceResponse(
         model_name="m", outputs=[ResponseOutput(name="y", shape=[3], datatype="FP32", data=[1.0])]
     )
     with pytest.raises(ValueError, match=r"^Tensor 'y' has 1 elements; shape \[3\] needs 3$"):
-        convert.response_to_proto(response)
+        write(response)
 
 
-def test_bytes_output_with_non_bytes_elements_is_a_server_error() -> None:
+@pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
+@pytest.mark.parametrize("write", WRITERS, ids=["generated", "wire"])
+def test_bytes_output_with_non_bytes_elements_is_a_server_error(write: Any, raw: bool) -> None:
     response = InferenceResponse(
         model_name="m", outputs=[ResponseOutput(name="y", shape=[1], datatype="BYTES", data=[1])]
     )
     with pytest.raises(TypeError, match=r"^Expected bytes or str elements for BYTES, got int$"):
-        convert.response_to_proto(response)
+        write(response, raw=raw)
 
 
 def test_fp16_output_makes_the_whole_response_raw() -> None:
@@ -211,7 +240,7 @@ def test_fp16_output_makes_the_whole_response_raw() -> None:
             ResponseOutput(name="b", shape=[1], datatype="FP16", data=[2.0]),
         ],
     )
-    message = convert.response_to_proto(response, raw=False)
+    message = pb.ModelInferResponse.parse(write_response(response, raw=False))
     assert message.raw_output_contents == [
         np.float32(1.0).tobytes(),
         np.float16(2.0).tobytes(),
@@ -219,28 +248,31 @@ def test_fp16_output_makes_the_whole_response_raw() -> None:
     assert [o.contents for o in message.outputs] == [None, None]
 
 
-def test_raw_request_arrays_are_writable_copies() -> None:
-    raw = np.arange(4, dtype="<f4").tobytes()
-    message = pb.ModelInferRequest(
-        inputs=[pb.ModelInferRequestInferInputTensor(name="x", datatype="FP32", shape=[4])],
-        raw_input_contents=[raw],
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
+def test_request_arrays_are_writable_copies(raw: bool, reader: str) -> None:
+    request = InferenceRequest(
+        inputs=[RequestInput(name="x", shape=[4], datatype="FP32", data=np.arange(4.0))]
     )
-    data = convert.request_from_proto(message).inputs[0].data
+    wire = bytes(convert.request_to_proto(request, "m", raw=raw))
+    data = read_request(wire, reader).inputs[0].data
     data += 1  # a model may update its input in place, as it can with JSON-built arrays
     np.testing.assert_array_equal(data, [1, 2, 3, 4])
 
 
-def test_raw_bool_bytes_other_than_one_are_true() -> None:
+@pytest.mark.parametrize("reader", READERS)
+def test_raw_bool_bytes_other_than_one_are_true(reader: str) -> None:
     message = pb.ModelInferRequest(
         inputs=[pb.ModelInferRequestInferInputTensor(name="x", datatype="BOOL", shape=[3])],
         raw_input_contents=[b"\x00\x01\x02"],
     )
-    data = convert.request_from_proto(message).inputs[0].data
+    data = read_request(bytes(message), reader).inputs[0].data
     assert data.dtype == np.bool_
     assert data.tolist() == [False, True, True]
 
 
-def test_mixed_typed_and_raw_inputs() -> None:
+@pytest.mark.parametrize("reader", READERS)
+def test_mixed_typed_and_raw_inputs(reader: str) -> None:
     # MLServer's rule: inputs without typed contents take the raw entries, in order.
     message = pb.ModelInferRequest(
         inputs=[
@@ -255,7 +287,7 @@ def test_mixed_typed_and_raw_inputs() -> None:
         ],
         raw_input_contents=[np.array([1, 2], "<i4").tobytes(), b"\x02\x00\x00\x00hi"],
     )
-    a, b, c = (t.data for t in convert.request_from_proto(message).inputs)
+    a, b, c = (t.data for t in read_request(bytes(message), reader).inputs)
     np.testing.assert_array_equal(a, [1, 2])
     np.testing.assert_array_equal(b, [5])
     assert c.tolist() == [b"hi"]
@@ -380,17 +412,18 @@ INVALID = [
 ]
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize(
     ("inputs", "raw", "error", "message"),
     [row[1:] for row in INVALID],
     ids=[row[0] for row in INVALID],
 )
 def test_invalid_requests(
-    inputs: list[Any], raw: list[bytes], error: type[InferkitError], message: str
+    inputs: list[Any], raw: list[bytes], error: type[InferkitError], message: str, reader: str
 ) -> None:
     wire = bytes(pb.ModelInferRequest(model_name="m", inputs=inputs, raw_input_contents=raw))
     with pytest.raises(error) as caught:
-        convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+        read_request(wire, reader)
     assert type(caught.value) is error
     assert str(caught.value) == message
 
@@ -428,6 +461,12 @@ def test_parameters(value: Any, param: pb.InferParameter, back: Any) -> None:
     received = convert.parameters_from_proto(pb.ModelInferRequest.parse(wire).parameters)
     assert received == {"p": back}
     assert type(received["p"]) is type(back)
+    read = _wire.ModelInferRequest.FromString(wire).parameters
+    assert read == {"p": back}
+    assert type(read["p"]) is type(back)
+    # Written by the service, the same bytes as the generated class writes.
+    response = InferenceResponse(model_name="m", parameters={"p": value}, outputs=[])
+    assert pb.ModelInferResponse.parse(write_response(response, False)).parameters == sent
 
 
 def test_parameters_none_and_empty() -> None:
@@ -437,7 +476,8 @@ def test_parameters_none_and_empty() -> None:
     assert convert.parameters_from_proto({"unset": pb.InferParameter()}) == {"unset": None}
 
 
-def test_parameters_on_every_level() -> None:
+@pytest.mark.parametrize("reader", READERS)
+def test_parameters_on_every_level(reader: str) -> None:
     params = {"content_type": "np", "n": 3}
     request = InferenceRequest(
         parameters=params,
@@ -445,7 +485,7 @@ def test_parameters_on_every_level() -> None:
         outputs=[RequestOutput(name="y", parameters=params)],
     )
     wire = bytes(convert.request_to_proto(request, "m"))
-    back = convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+    back = read_request(wire, reader)
     assert back.parameters == params
     assert back.inputs[0].parameters == params
     assert back.outputs == [RequestOutput(name="y", parameters=params)]

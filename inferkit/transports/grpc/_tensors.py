@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from math import prod
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,7 +24,16 @@ from inferkit.types import RequestInput, ResponseOutput
 
 from ._generated import inference as pb
 
-__all__ = ["WireTensor", "decode_tensors", "encode_tensors", "needs_raw"]
+__all__ = [
+    "TYPED_FIELDS",
+    "WireTensor",
+    "bytes_items",
+    "decode_tensors",
+    "encode_arrays",
+    "encode_tensors",
+    "needs_raw",
+    "raw_bytes",
+]
 
 # -- datatypes ----------------------------------------------------------------------------------
 
@@ -33,9 +42,9 @@ _DTYPES: dict[str, np.dtype[Any]] = {
     name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items()
 }
 
-# V2 datatype -> the InferTensorContents field holding its typed elements. FP16 has none: the
-# spec sends 16-bit floats raw only.
-_FIELDS: dict[str, str] = {
+#: V2 datatype -> the InferTensorContents field holding its typed elements. FP16 has none: the
+#: spec sends 16-bit floats raw only.
+TYPED_FIELDS: dict[str, str] = {
     "BOOL": "bool_contents",
     "UINT8": "uint_contents",
     "UINT16": "uint_contents",
@@ -49,7 +58,7 @@ _FIELDS: dict[str, str] = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_ALL_FIELDS = tuple(dict.fromkeys(_FIELDS.values()))
+_ALL_FIELDS = tuple(dict.fromkeys(TYPED_FIELDS.values()))
 
 # Length prefix of one BYTES element in raw contents.
 _LENGTH = struct.Struct("<I")
@@ -73,27 +82,54 @@ def _size(shape: Sequence[int], where: str) -> int:
 # -- tensors: wire -> numpy ---------------------------------------------------------------------
 
 
+class Contents(Protocol):
+    """What decoding reads of ``InferTensorContents``: the generated class's lists, or the
+    arrays of :class:`._wire.TensorContents`."""
+
+    @property
+    def bool_contents(self) -> Sequence[Any]: ...
+    @property
+    def int_contents(self) -> Sequence[Any]: ...
+    @property
+    def int64_contents(self) -> Sequence[Any]: ...
+    @property
+    def uint_contents(self) -> Sequence[Any]: ...
+    @property
+    def uint64_contents(self) -> Sequence[Any]: ...
+    @property
+    def fp32_contents(self) -> Sequence[Any]: ...
+    @property
+    def fp64_contents(self) -> Sequence[Any]: ...
+    @property
+    def bytes_contents(self) -> Sequence[Any]: ...
+
+
 class WireTensor(Protocol):
-    """What ``InferInputTensor`` and ``InferOutputTensor`` have in common."""
+    """What decoding reads of ``InferInputTensor`` and ``InferOutputTensor`` (generated, or
+    :class:`._wire.InputTensor`)."""
 
-    name: str
-    datatype: str
-    shape: list[int]
-    parameters: dict[str, pb.InferParameter]
-    contents: pb.InferTensorContents | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def datatype(self) -> str: ...
+    @property
+    def shape(self) -> list[int]: ...
+    @property
+    def contents(self) -> Contents | None: ...
 
 
-def _has_elements(contents: pb.InferTensorContents | None) -> bool:
-    return contents is not None and any(getattr(contents, f) for f in _ALL_FIELDS)
+def _given(contents: Contents | None) -> list[str]:
+    # len(), not truth: the fields may be numpy arrays.
+    return [f for f in _ALL_FIELDS if len(getattr(contents, f))] if contents is not None else []
 
 
 def _from_contents(tensor: WireTensor, where: str) -> np.ndarray[Any, Any]:
     datatype = tensor.datatype
     dtype = _dtype(datatype, where)
     n = _size(tensor.shape, where)
-    contents = tensor.contents or pb.InferTensorContents()
-    given = [f for f in _ALL_FIELDS if getattr(contents, f)]
-    field = _FIELDS.get(datatype)
+    contents = tensor.contents
+    given = _given(contents)
+    field = TYPED_FIELDS.get(datatype)
     if field is None:
         if given or n:
             raise InvalidRequest(
@@ -106,7 +142,7 @@ def _from_contents(tensor: WireTensor, where: str) -> np.ndarray[Any, Any]:
             f"Expected `{field}` for datatype `{datatype}`, got `{'`, `'.join(given)}`",
             where=f"{where}.contents",
         )
-    values = getattr(contents, field)
+    values = getattr(contents, field) if contents is not None else ()
     if len(values) != n:
         raise InvalidShape(
             f"Expected {n} elements for shape {tensor.shape}, got {len(values)}",
@@ -114,6 +150,8 @@ def _from_contents(tensor: WireTensor, where: str) -> np.ndarray[Any, Any]:
         )
     if datatype == "BYTES":
         return _object_array(values).reshape(tensor.shape)
+    if isinstance(values, np.ndarray):
+        return _narrowed(values, datatype, dtype, f"{where}.contents.{field}").reshape(tensor.shape)
     try:
         return np.array(values, dtype=dtype).reshape(tensor.shape)
     except OverflowError:
@@ -126,11 +164,29 @@ def _from_contents(tensor: WireTensor, where: str) -> np.ndarray[Any, Any]:
         ) from None
 
 
-def _from_raw(tensor: WireTensor, raw: bytes, where: str, raw_where: str) -> np.ndarray[Any, Any]:
+def _narrowed(
+    values: np.ndarray[Any, Any], datatype: str, dtype: np.dtype[Any], where: str
+) -> np.ndarray[Any, Any]:
+    """A writable copy of typed elements read as an array of their field's type (int32 for
+    ``int_contents``, ...) as ``dtype``, refusing values the datatype cannot hold."""
+    if dtype.kind in "iu" and dtype.itemsize < values.dtype.itemsize and values.size:
+        info = np.iinfo(dtype)
+        bad = np.flatnonzero((values < info.min) | (values > info.max))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidRequest(
+                f"Expected `{datatype}` values, got `{int(values[i])}`", where=f"{where}[{i}]"
+            )
+    return values.astype(dtype)
+
+
+def _from_raw(
+    tensor: WireTensor, raw: bytes | memoryview, where: str, raw_where: str
+) -> np.ndarray[Any, Any]:
     dtype = _dtype(tensor.datatype, where)
     n = _size(tensor.shape, where)
     if tensor.datatype == "BYTES":
-        items = _unpack_bytes(raw, raw_where)
+        items = _unpack_bytes(bytes(raw), raw_where)
         if len(items) != n:
             raise InvalidShape(
                 f"Expected {n} elements for shape {tensor.shape}, got {len(items)}",
@@ -181,9 +237,12 @@ def _object_array(items: Sequence[Any]) -> np.ndarray[Any, Any]:
     return array
 
 
+_Tensor = TypeVar("_Tensor", bound=WireTensor)
+
+
 def decode_tensors(
-    tensors: Sequence[WireTensor], raw: Sequence[bytes], prefix: str, raw_name: str
-) -> list[tuple[WireTensor, np.ndarray[Any, Any]]]:
+    tensors: Sequence[_Tensor], raw: Sequence[bytes | memoryview], prefix: str, raw_name: str
+) -> list[tuple[_Tensor, np.ndarray[Any, Any]]]:
     """Each tensor with its elements as an array of its shape, from typed or raw contents.
 
     ``prefix`` (``$.inputs``) and ``raw_name`` (``raw_input_contents``) locate errors. Raises
@@ -195,7 +254,7 @@ def decode_tensors(
     used = 0
     for i, tensor in enumerate(tensors):
         where = f"{prefix}[{i}]"
-        if raw and not _has_elements(tensor.contents):
+        if raw and not _given(tensor.contents):
             if used == len(raw):
                 raise InvalidRequest(
                     f"Expected a {raw_name} entry for '{tensor.name}', got {len(raw)} entries",
@@ -251,11 +310,16 @@ def _as_bytes(item: Any) -> bytes:
     raise TypeError(f"Expected bytes or str elements for BYTES, got {type(item).__name__}")
 
 
-def _raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
+def bytes_items(array: np.ndarray[Any, Any]) -> list[bytes]:
+    """The elements of a BYTES array (from :func:`encode_arrays`) as ``bytes``."""
+    return [_as_bytes(item) for item in array.reshape(-1).tolist()]
+
+
+def raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
+    """An array (from :func:`encode_arrays`) as one raw contents entry."""
     if datatype == "BYTES":
         chunks: list[bytes] = []
-        for item in array.reshape(-1).tolist():
-            data = _as_bytes(item)
+        for data in bytes_items(array):
             chunks += (_LENGTH.pack(len(data)), data)
         return b"".join(chunks)
     # tobytes walks the array in C order, so non-contiguous views come out row-major too.
@@ -263,34 +327,41 @@ def _raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
 
 
 def _typed_contents(datatype: str, array: np.ndarray[Any, Any]) -> pb.InferTensorContents:
-    flat = array.reshape(-1).tolist()  # numpy's C loop builds the Python values
     if datatype == "BYTES":
-        flat = [_as_bytes(item) for item in flat]
-    return pb.InferTensorContents(**{_FIELDS[datatype]: flat})
+        flat: list[Any] = bytes_items(array)
+    else:
+        flat = array.reshape(-1).tolist()  # numpy's C loop builds the Python values
+    return pb.InferTensorContents(**{TYPED_FIELDS[datatype]: flat})
 
 
-def encode_tensors(
-    tensors: Sequence[RequestInput | ResponseOutput], raw: bool, prefix: str
-) -> tuple[list[pb.InferTensorContents | None], list[bytes]]:
-    """Typed contents per tensor (``raw=False``), or ``None`` each and the raw entries.
+def encode_arrays(
+    tensors: Sequence[RequestInput | ResponseOutput], prefix: str
+) -> list[np.ndarray[Any, Any]]:
+    """Each tensor's ``data`` as a flat array of its datatype's dtype (object for BYTES).
 
     ``data`` may be a (nested) list, an array of any dtype (cast to the datatype's), raw
     little-endian bytes, or for BYTES one ``bytes``/``str`` element. Data that does not fit its
     shape raises ``ValueError``: it comes from the model, so it is a server error.
     """
-    contents: list[pb.InferTensorContents | None] = []
-    raw_contents: list[bytes] = []
-    for i, tensor in enumerate(tensors):
-        where = f"{prefix}[{i}]"
-        array = _to_array(tensor.name, tensor.datatype, tensor.shape, tensor.data, where)
-        if raw:
-            contents.append(None)
-            raw_contents.append(_raw_bytes(tensor.datatype, array))
-        else:
-            contents.append(_typed_contents(tensor.datatype, array))
-    return contents, raw_contents
+    return [
+        _to_array(t.name, t.datatype, t.shape, t.data, f"{prefix}[{i}]")
+        for i, t in enumerate(tensors)
+    ]
+
+
+def encode_tensors(
+    tensors: Sequence[RequestInput | ResponseOutput], raw: bool, prefix: str
+) -> tuple[list[pb.InferTensorContents | None], list[bytes]]:
+    """Typed contents per tensor (``raw=False``), or ``None`` each and the raw entries; the
+    data as :func:`encode_arrays` takes them."""
+    arrays = encode_arrays(tensors, prefix)
+    if raw:
+        return [None] * len(arrays), [
+            raw_bytes(t.datatype, a) for t, a in zip(tensors, arrays, strict=True)
+        ]
+    return [_typed_contents(t.datatype, a) for t, a in zip(tensors, arrays, strict=True)], []
 
 
 def needs_raw(tensors: Iterable[RequestInput | ResponseOutput]) -> bool:
     """Whether a tensor has no typed field (FP16), so the whole message must go raw."""
-    return any(t.datatype in _DTYPES and t.datatype not in _FIELDS for t in tensors)
+    return any(t.datatype in _DTYPES and t.datatype not in TYPED_FIELDS for t in tensors)
