@@ -34,6 +34,7 @@ from inferkit.settings import Settings
 from inferkit.statistics import ModelStatisticsResponse, StatisticDuration
 from inferkit.types import InferenceResponse
 
+from . import _wire
 from ._generated import inference as pb
 from ._generated.inference import model_repository as mr
 from .convert import (
@@ -162,9 +163,11 @@ class InferenceService(pb.GrpcInferenceServiceBase):
     def __mapping__(self) -> dict[str, Handler]:
         mapping = super().__mapping__()
         # The infer RPCs take the stream itself: they read its metadata and may set trailers.
-        mapping[MODEL_INFER] = mapping[MODEL_INFER]._replace(func=self._model_infer_rpc)
+        # Their messages are read and written by ._wire, not by the generated classes.
+        wire = {"request_type": _wire.ModelInferRequest, "reply_type": _wire.Encoded}
+        mapping[MODEL_INFER] = mapping[MODEL_INFER]._replace(func=self._model_infer_rpc, **wire)
         mapping[MODEL_STREAM_INFER] = mapping[MODEL_STREAM_INFER]._replace(
-            func=self._model_stream_infer_rpc
+            func=self._model_stream_infer_rpc, **wire
         )
         return _guarded(mapping, self._limit, self.inflight)
 
@@ -194,14 +197,21 @@ class InferenceService(pb.GrpcInferenceServiceBase):
     # -- inference ---------------------------------------------------------------------------
 
     async def model_infer(self, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        reply, _ = await self._infer(message, None)
-        return reply
+        # The generated base's method, on generated messages, for code calling it directly;
+        # the RPC itself is _model_infer_rpc.
+        request = request_from_proto(message)
+        response = await self.server.infer(
+            message.model_name, request, message.model_version or None
+        )
+        _response_headers(response)
+        return response_to_proto(response, raw=uses_raw(message))
 
     async def _infer(
-        self, message: pb.ModelInferRequest, metadata: MultiDict[Any] | None
-    ) -> tuple[pb.ModelInferResponse, dict[str, str]]:
-        """The reply to one request, and the headers the model set (for trailing metadata)."""
-        request = request_from_proto(message)
+        self, message: _wire.ModelInferRequest, metadata: MultiDict[Any] | None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The serialized reply to one request, and the headers the model set (for trailing
+        metadata)."""
+        request = _wire.request_of(message)
         if metadata:
             # As on REST (and in MLServer), the model sees the call's headers in parameters.
             headers = {k: v for k, v in metadata.items() if isinstance(v, str)}
@@ -210,10 +220,11 @@ class InferenceService(pb.GrpcInferenceServiceBase):
             message.model_name, request, message.model_version or None
         )
         trailers = _response_headers(response)
-        return response_to_proto(response, raw=uses_raw(message)), trailers
+        raw = bool(message.raw_input_contents)  # a raw request is answered raw
+        return _wire.write_infer_response(response, raw=raw), trailers
 
     async def _model_infer_rpc(
-        self, stream: Stream[pb.ModelInferRequest, pb.ModelInferResponse]
+        self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded]
     ) -> None:
         message = await stream.recv_message()
         assert message is not None
@@ -221,7 +232,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         status = "CANCELLED"
         try:
             reply, trailers = await self._infer(message, stream.metadata)
-            await stream.send_message(reply)
+            await stream.send_message(_wire.Encoded(reply))
             if trailers:
                 await stream.send_trailing_metadata(metadata=trailers)
             status = "OK"
@@ -240,7 +251,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
             )
 
     async def _model_stream_infer_rpc(
-        self, stream: Stream[pb.ModelInferRequest, pb.ModelStreamInferResponse]
+        self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded]
     ) -> None:
         # Requests are answered one by one, in order. A failed request is answered with its
         # error_message and the stream goes on, as in Triton.
@@ -248,25 +259,26 @@ class InferenceService(pb.GrpcInferenceServiceBase):
             try:
                 message = await stream.recv_message()
             except errors.InferkitError as exc:  # too large or unparseable: this one only
-                await stream.send_message(pb.ModelStreamInferResponse(error_message=exc.message))
+                await stream.send_message(_wire.Encoded(_wire.write_stream_response(exc.message)))
                 continue
             if message is None:
                 return
             with self.inflight.track():
                 reply = await self._stream_reply(message, stream.metadata)
-            await stream.send_message(reply)
+            await stream.send_message(_wire.Encoded(reply))
 
     async def _stream_reply(
-        self, message: pb.ModelInferRequest, metadata: MultiDict[Any] | None
-    ) -> pb.ModelStreamInferResponse:
+        self, message: _wire.ModelInferRequest, metadata: MultiDict[Any] | None
+    ) -> bytes:
+        """The serialized ``ModelStreamInferResponse`` answering one request of the stream."""
         try:
             reply, _ = await self._infer(message, metadata)
         except errors.InferkitError as exc:
-            return pb.ModelStreamInferResponse(error_message=exc.message)
+            return _wire.write_stream_response(exc.message)
         except Exception:
             log.exception("Unexpected error in %s", MODEL_STREAM_INFER)
-            return pb.ModelStreamInferResponse(error_message=UNEXPECTED)
-        return pb.ModelStreamInferResponse(infer_response=reply)
+            return _wire.write_stream_response(UNEXPECTED)
+        return _wire.write_stream_response(infer_response=reply)
 
     # -- repository --------------------------------------------------------------------------
 
