@@ -17,12 +17,16 @@ call at a time) and reports the server's own figure per request:
 Servers (each serves ``sum``: the FP32 input summed along its last axis):
 
 - ``inferkit``: ``create_grpc_service(Server([SumModel]))`` on grpclib, the sum model of the
-  benchmark (``NumpyCodec.decode_input`` / ``encode_output``), default settings, access log off;
+  benchmark (``NumpyCodec.decode_input`` / ``encode_output``), default settings, access log off,
+  and, as ``inferkit start`` has by default, the metrics app's listener on the server's events
+  (``--no-metrics`` leaves it out);
 - ``minimal``: a hand-written betterproto2 ``ModelInfer`` on the same generated service base:
   parse -> numpy sum -> ``ModelInferResponse`` (raw answer for a raw request), nothing else. What
   any service on grpclib + betterproto2 pays; the issue's 1.22x MLServer came from one like it;
-- ``bare``: returns a reply built once at start-up (the benchmark's ``grpclib-bare``): the
-  stack's floor, grpclib + h2 + parsing the request.
+- ``bare``: returns a reply built once at start-up (the benchmark's ``grpclib-bare``):
+  grpclib + h2 + betterproto2 parsing the request and serializing the reply;
+- ``floor``: grpclib + h2 alone: the request stays bytes and the reply is bytes serialized at
+  start-up. No service on grpclib can cost less.
 
 Cases: ``sum16`` ([1,16] FP32 in typed ``fp32_contents``, as the benchmark's gRPC rows),
 ``sum16raw`` (the same in ``raw_input_contents``), ``sum1m`` ([1,1000000] FP32 raw: a 4 MB
@@ -62,7 +66,7 @@ from typing import Any
 import numpy as np
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
-SERVERS = ("inferkit", "minimal", "bare")
+SERVERS = ("inferkit", "minimal", "bare", "floor")
 MODES = ("cpu", "callgrind", "cprofile", "pyinstrument")
 
 
@@ -167,13 +171,33 @@ def _bare_service(case: Case) -> Any:
         output.contents = pb.InferTensorContents(fp32_contents=total.tolist())
 
     class BareInference(pb.GrpcInferenceServiceBase):
+        reply: pb.ModelInferResponse
+
         async def model_infer(self, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
             return reply
 
-    return BareInference()
+    service = BareInference()
+    service.reply = reply
+    return service
 
 
-async def _serve(name: str, case: Case, port: int, mode: str, out: Path) -> None:
+def _floor_service(case: Case) -> Any:
+    from grpclib.const import Cardinality, Handler
+
+    reply = _Raw(bytes(_bare_service(case).reply))
+
+    async def model_infer(stream: Any) -> None:
+        await stream.recv_message()
+        await stream.send_message(reply)
+
+    class FloorInference:
+        def __mapping__(self) -> dict[str, Handler]:
+            return {MODEL_INFER: Handler(model_infer, Cardinality.UNARY_UNARY, _Raw, _Raw)}
+
+    return FloorInference()
+
+
+async def _serve(name: str, case: Case, port: int, mode: str, out: Path, metrics: bool) -> None:
     import logging
 
     from grpclib.server import Server as GrpcServer
@@ -184,12 +208,18 @@ async def _serve(name: str, case: Case, port: int, mode: str, out: Path) -> None
         from inferkit.transports.grpc import create_grpc_service
 
         core = Server([_sum_model()])
+        if metrics:
+            from inferkit.transports.metrics import create_metrics_app
+
+            create_metrics_app(core)  # its listener counts every inference, served or not
         await core.start()
         services = create_grpc_service(core)
     elif name == "minimal":
         services = [_minimal_service()]
-    else:
+    elif name == "bare":
         services = [_bare_service(case)]
+    else:
+        services = [_floor_service(case)]
     grpc = GrpcServer(services)
     await grpc.start("127.0.0.1", port)
 
@@ -312,10 +342,11 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _server(
-    name: str, case: Case, mode: str, out: Path, cpu: str | None
+    name: str, case: Case, mode: str, out: Path, cpu: str | None, metrics: bool
 ) -> Iterator[subprocess.Popen[str]]:
     port = _free_port()
     command = [sys.executable, __file__, "_serve", name, case.key, str(port), mode, str(out)]
+    command.append("metrics" if metrics else "no-metrics")
     if mode == "callgrind":
         command = [
             "valgrind",
@@ -360,12 +391,19 @@ def _instructions(dump: Path) -> int:
 
 
 def measure(
-    name: str, case: Case, mode: str, requests: int, concurrency: int, cpu: str | None, tmp: Path
+    name: str,
+    case: Case,
+    mode: str,
+    requests: int,
+    concurrency: int,
+    cpu: str | None,
+    tmp: Path,
+    metrics: bool = True,
 ) -> float:
     """The server's CPU seconds (or instructions) per request, for one round."""
     out = tmp / f"{name}-{case.key}-{os.getpid()}-{time.monotonic_ns()}.json"
     body = request_bytes(case)
-    with _server(name, case, mode, out, cpu) as proc:
+    with _server(name, case, mode, out, cpu, metrics) as proc:
         port: int = proc.port  # type: ignore[attr-defined]
         if mode == "callgrind":
             _callgrind_control(proc, "--instr=on")
@@ -434,6 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu", help="pin the server to these CPUs (taskset -c)")
     parser.add_argument("--profile-dir", help="keep the profiles / callgrind dumps here")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="inferkit without the metrics app's listener"
+    )
     args = parser.parse_args(argv)
     servers = [s for s in args.servers.split(",") if s]
     cases = [CASES[c] for c in args.cases.split(",") if c]
@@ -449,7 +490,16 @@ def main(argv: list[str] | None = None) -> None:
             )
             for server in servers:
                 values = [
-                    measure(server, case, args.mode, requests, args.concurrency, args.cpu, tmp)
+                    measure(
+                        server,
+                        case,
+                        args.mode,
+                        requests,
+                        args.concurrency,
+                        args.cpu,
+                        tmp,
+                        not args.no_metrics,
+                    )
                     for _ in range(repeat)
                 ]
                 value = statistics.median(values)
@@ -464,8 +514,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve_main(argv: list[str]) -> None:
-    name, case_key, port, mode, out = argv
-    run: Callable[[], Any] = lambda: _serve(name, CASES[case_key], int(port), mode, Path(out))  # noqa: E731
+    name, case_key, port, mode, out, metrics = argv
+    run: Callable[[], Any] = lambda: _serve(  # noqa: E731
+        name, CASES[case_key], int(port), mode, Path(out), metrics == "metrics"
+    )
     try:
         import uvloop
     except ImportError:

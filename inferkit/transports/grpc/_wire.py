@@ -82,51 +82,45 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint longer than 10 bytes")
 
 
-def _skip(data: bytes, pos: int, wire_type: int, end: int) -> int:
-    """The position after a field's value of ``wire_type`` starting at ``pos``."""
-    if wire_type == _VARINT:
-        _, pos = _varint(data, pos)
-    elif wire_type == _FIXED64:
-        pos += 8
-    elif wire_type == _LEN:
-        size, pos = _varint(data, pos)
-        pos += size
-    elif wire_type == _FIXED32:
-        pos += 4
-    else:  # groups (3, 4) are deprecated and unused by these messages; 6, 7 do not exist
-        raise ValueError(f"unsupported wire type {wire_type}")
-    if pos > end:
-        raise ValueError("field runs past the end of its message")
-    return pos
+def _fields(data: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
+    """``(field number, wire type, start, stop)`` of each field of the message in
+    ``[pos, end)``; a varint's value is given decoded in place of ``start`` (``stop`` -1).
 
-
-def _fields(data: bytes, pos: int, end: int) -> Any:
-    """``(field number, wire type, value start, value end)`` of each field in ``[pos, end)``.
-
-    The value of a varint field is returned decoded in place of its start (and ``end`` -1).
+    The whole message is checked before any field is used: no value runs past its end.
     """
+    fields = []
     while pos < end:
-        tag, pos = _varint(data, pos)
-        number, wire_type = tag >> 3, tag & 7
-        if not number:
-            raise ValueError("field number 0")
+        tag = data[pos]
+        if tag < 0x80:  # field numbers below 16: one byte
+            pos += 1
+        else:
+            tag, pos = _varint(data, pos)
+        wire_type = tag & 7
         if wire_type == _LEN:
-            size, pos = _varint(data, pos)
-            start, pos = pos, pos + size
-            if pos > end:
-                raise ValueError("field runs past the end of its message")
-            yield number, wire_type, start, pos
+            size = data[pos]
+            if size < 0x80:
+                pos += 1
+            else:
+                size, pos = _varint(data, pos)
+            fields.append((tag >> 3, _LEN, pos, pos + size))
+            pos += size
         elif wire_type == _VARINT:
             value, pos = _varint(data, pos)
-            yield number, wire_type, value, -1
-        else:
-            start, pos = pos, _skip(data, pos, wire_type, end)
-            yield number, wire_type, start, pos
+            fields.append((tag >> 3, _VARINT, value, -1))
+        elif wire_type == _FIXED64 or wire_type == _FIXED32:
+            size = 8 if wire_type == _FIXED64 else 4
+            fields.append((tag >> 3, wire_type, pos, pos + size))
+            pos += size
+        else:  # groups (3, 4) are deprecated and unused by these messages; 6, 7 do not exist
+            raise ValueError(f"unsupported wire type {wire_type}")
+        if tag < 8:
+            raise ValueError("field number 0")
     if pos != end:
-        raise ValueError("field runs past the end of its message")
+        raise ValueError("a field runs past the end of its message")
+    return fields
 
 
-def _text(data: bytes, start: int, end: int) -> str:
+def _string(data: bytes, start: int, end: int) -> str:
     return data[start:end].decode("utf-8")
 
 
@@ -180,25 +174,23 @@ _CONTENTS: dict[int, tuple[str, int, str]] = {
 
 
 class TensorContents:
-    """``InferTensorContents`` as read: each numeric field an array of its element type."""
+    """``InferTensorContents`` as read: each numeric field an array of its element type.
 
-    __slots__ = tuple(name for name, _, _ in _CONTENTS.values())
+    Fields not in the message keep the class's empty default (no per-message set-up).
+    """
 
-    bool_contents: Sequence[Any]
-    int_contents: Sequence[Any]
-    int64_contents: Sequence[Any]
-    uint_contents: Sequence[Any]
-    uint64_contents: Sequence[Any]
-    fp32_contents: Sequence[Any]
-    fp64_contents: Sequence[Any]
-    bytes_contents: Sequence[Any]
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, ())
+    bool_contents: Sequence[Any] = ()
+    int_contents: Sequence[Any] = ()
+    int64_contents: Sequence[Any] = ()
+    uint_contents: Sequence[Any] = ()
+    uint64_contents: Sequence[Any] = ()
+    fp32_contents: Sequence[Any] = ()
+    fp64_contents: Sequence[Any] = ()
+    bytes_contents: Sequence[Any] = ()
 
     @classmethod
     def read(cls, data: bytes, view: memoryview, pos: int, end: int) -> TensorContents:
+        contents = cls()
         # Elements of a field may come in several packed runs and one by one, in any mix.
         parts: dict[str, list[Any]] = {}
         for number, wire_type, start, stop in _fields(data, pos, end):
@@ -206,27 +198,30 @@ class TensorContents:
             if known is None:
                 continue
             name, element_type, dtype = known
+            array: Any
             if wire_type == _LEN and element_type != _LEN:  # a packed run
                 run = view[start:stop]
                 array = np.frombuffer(run, dtype) if dtype else _FROM_U64[name](_varints(run))
-                parts.setdefault(name, []).append(array)
             elif wire_type == element_type == _LEN:
-                parts.setdefault(name, []).append(data[start:stop])
+                array = data[start:stop]  # one BYTES element
             elif wire_type == element_type == _VARINT:
                 array = _FROM_U64[name](np.array([start], np.uint64))
-                parts.setdefault(name, []).append(array)
             elif wire_type == element_type:
-                parts.setdefault(name, []).append(np.frombuffer(view[start:stop], dtype))
-        contents = cls()
+                array = np.frombuffer(view[start:stop], dtype)
+            else:
+                continue
+            parts.setdefault(name, []).append(array)
         for name, values in parts.items():
             if name == "bytes_contents":
                 contents.bytes_contents = values
+            elif len(values) == 1:
+                setattr(contents, name, values[0])
             else:
-                setattr(contents, name, values[0] if len(values) == 1 else np.concatenate(values))
+                setattr(contents, name, np.concatenate(values))
         return contents
 
 
-def _parameter(data: bytes, pos: int, end: int) -> Any:
+def _read_parameter(data: bytes, pos: int, end: int) -> Any:
     # InferParameter's oneof; should a message set several, the first in field order wins, as
     # with the generated class.
     found: dict[int, Any] = {}
@@ -236,7 +231,7 @@ def _parameter(data: bytes, pos: int, end: int) -> Any:
         elif number == 2 and wire_type == _VARINT:
             found[2] = _signed(start)
         elif number == 3 and wire_type == _LEN:
-            found[3] = _text(data, start, stop)
+            found[3] = _string(data, start, stop)
         elif number == 4 and wire_type == _FIXED64:
             (found[4],) = _DOUBLE.unpack_from(data, start)
         elif number == 5 and wire_type == _VARINT:
@@ -248,9 +243,9 @@ def _map_entry(data: bytes, pos: int, end: int, into: dict[str, Any]) -> None:
     key, value = "", None
     for number, wire_type, start, stop in _fields(data, pos, end):
         if number == 1 and wire_type == _LEN:
-            key = _text(data, start, stop)
+            key = _string(data, start, stop)
         elif number == 2 and wire_type == _LEN:
-            value = _parameter(data, start, stop)
+            value = _read_parameter(data, start, stop)
     into[key] = value
 
 
@@ -270,16 +265,15 @@ class InputTensor:
     def read(cls, data: bytes, view: memoryview, pos: int, end: int) -> InputTensor:
         tensor = cls()
         for number, wire_type, start, stop in _fields(data, pos, end):
-            if number == 3 and wire_type == _LEN:
-                tensor.shape += _packed_ints(data, start, stop)
-            elif number == 3 and wire_type == _VARINT:
-                tensor.shape.append(_signed(start))
-            elif wire_type != _LEN:
-                continue
+            if wire_type != _LEN:
+                if number == 3 and wire_type == _VARINT:  # a shape not packed
+                    tensor.shape.append(_signed(start))
             elif number == 1:
-                tensor.name = _text(data, start, stop)
+                tensor.name = _string(data, start, stop)
             elif number == 2:
-                tensor.datatype = _text(data, start, stop)
+                tensor.datatype = _string(data, start, stop)
+            elif number == 3:
+                tensor.shape += _packed_ints(data, start, stop)
             elif number == 4:
                 _map_entry(data, start, stop, tensor.parameters)
             elif number == 5:
@@ -302,7 +296,7 @@ def _output(data: bytes, pos: int, end: int) -> RequestOutput:
     parameters: dict[str, Any] = {}
     for number, wire_type, start, stop in _fields(data, pos, end):
         if number == 1 and wire_type == _LEN:
-            name = _text(data, start, stop)
+            name = _string(data, start, stop)
         elif number == 2 and wire_type == _LEN:
             _map_entry(data, start, stop, parameters)
     return RequestOutput(name=name, parameters=parameters or None)
@@ -343,11 +337,11 @@ class ModelInferRequest:
             elif number == 7:
                 message.raw_input_contents.append(view[start:stop])
             elif number == 1:
-                message.model_name = _text(data, start, stop)
+                message.model_name = _string(data, start, stop)
             elif number == 2:
-                message.model_version = _text(data, start, stop)
+                message.model_version = _string(data, start, stop)
             elif number == 3:
-                message.id = _text(data, start, stop)
+                message.id = _string(data, start, stop)
             elif number == 4:
                 _map_entry(data, start, stop, message.parameters)
             elif number == 6:
@@ -393,6 +387,9 @@ class Encoded:
         return self.data
 
 
+_BYTE = [bytes([i]) for i in range(0x80)]
+
+
 def _varint_bytes(value: int) -> bytes:
     value &= _U64  # negative int64 values take 10 bytes, two's complement
     if value < 0x80:
@@ -405,7 +402,15 @@ def _varint_bytes(value: int) -> bytes:
     return bytes(out)
 
 
-_BYTE = [bytes([i]) for i in range(0x80)]
+def _field(key: bytes, value: bytes) -> bytes:
+    """A length-delimited field: key, length, value (for small values: it copies them)."""
+    size = len(value)
+    return key + (_BYTE[size] if size < 0x80 else _varint_bytes(size)) + value
+
+
+def _text(key: bytes, value: str | None) -> bytes:
+    """A string field, or nothing for an empty one (proto3 leaves defaults out)."""
+    return _field(key, value.encode("utf-8")) if value else b""
 
 
 def _packed_varints(values: np.ndarray[Any, Any]) -> bytes:
@@ -424,18 +429,13 @@ def _packed_varints(values: np.ndarray[Any, Any]) -> bytes:
     for k in range(int(sizes.max())):
         has = sizes > k
         more = (sizes[has] > k + 1).astype(np.uint8) << 7
-        out[starts[has] + k] = ((u[has] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(
-            np.uint8
-        ) | more
+        low = (u[has] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        out[starts[has] + k] = low.astype(np.uint8) | more
     return out.tobytes()
 
 
 def _key(number: int, wire_type: int) -> bytes:
     return _varint_bytes(number << 3 | wire_type)
-
-
-def _len_field(parts: list[bytes], key: bytes, value: bytes) -> None:
-    parts += (key, _varint_bytes(len(value)), value)
 
 
 # InferTensorContents field -> (key of the field, how its elements are written).
@@ -451,18 +451,18 @@ _BYTES_CONTENTS = _key(8, _LEN)
 
 def _typed_contents(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
     field = TYPED_FIELDS[datatype]
-    parts: list[bytes] = []
     if field == "bytes_contents":
-        for item in bytes_items(array):
-            _len_field(parts, _BYTES_CONTENTS, item)
-    elif array.size:
-        key, write = _TYPED[field]
-        _len_field(parts, key, write(array.reshape(-1)))
-    return b"".join(parts)
+        return b"".join([_field(_BYTES_CONTENTS, item) for item in bytes_items(array)])
+    if not array.size:
+        return b""
+    key, write = _TYPED[field]
+    return _field(key, write(array.reshape(-1)))
 
 
-def _parameter_bytes(value: Any) -> bytes:
+def _parameter_value(value: Any) -> bytes:
     # As convert.parameters_to_proto: bool, int64, uint64, double, string, else JSON text.
+    if isinstance(value, str):
+        return _field(b"\x1a", value.encode("utf-8"))
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool):
@@ -473,57 +473,56 @@ def _parameter_bytes(value: Any) -> bytes:
         return b"\x28" + _varint_bytes(value)
     if isinstance(value, float):
         return b"\x21" + _DOUBLE.pack(value)
-    text = value if isinstance(value, str) else encode_json(value).decode()
-    encoded = text.encode("utf-8")
-    return b"\x1a" + _varint_bytes(len(encoded)) + encoded
+    return _field(b"\x1a", encode_json(value))  # JSON text is UTF-8
 
 
-def _parameters(parts: list[bytes], key: bytes, params: Parameters | None) -> None:
+def _parameters(key: bytes, params: Parameters | None) -> bytes:
     # A map is a repeated message of (key = 1, value = 2); None values have no protobuf form.
-    for name, value in (params or {}).items():
-        if value is None:
-            continue
-        entry: list[bytes] = []
-        _len_field(entry, b"\x0a", name.encode("utf-8"))
-        _len_field(entry, b"\x12", _parameter_bytes(value))
-        _len_field(parts, key, b"".join(entry))
-
-
-def _text_field(parts: list[bytes], key: bytes, value: str | None) -> None:
-    if value:
-        _len_field(parts, key, value.encode("utf-8"))
+    if not params:
+        return b""
+    return b"".join(
+        [
+            _field(
+                key, _field(b"\x0a", name.encode("utf-8")) + _field(b"\x12", _parameter_value(v))
+            )
+            for name, v in params.items()
+            if v is not None
+        ]
+    )
 
 
 def write_infer_response(response: InferenceResponse, *, raw: bool = False) -> bytes:
     """The serialized ``ModelInferResponse`` of a core response (see
     ``convert.response_to_proto``, which builds the same message as a generated class)."""
-    raw = raw or needs_raw(response.outputs)
-    arrays = encode_arrays(response.outputs, "$.outputs")
-    parts: list[bytes] = []
-    _text_field(parts, b"\x0a", response.model_name)
-    _text_field(parts, b"\x12", response.model_version)
-    _text_field(parts, b"\x1a", response.id)
-    _parameters(parts, b"\x22", response.parameters)
-    for tensor, array in zip(response.outputs, arrays, strict=True):
-        body: list[bytes] = []
-        _text_field(body, b"\x0a", tensor.name)
-        _text_field(body, b"\x12", tensor.datatype)
-        if tensor.shape:
-            _len_field(body, b"\x1a", b"".join([_varint_bytes(int(d)) for d in tensor.shape]))
-        _parameters(body, b"\x22", tensor.parameters)
-        if not raw:
-            _len_field(body, b"\x2a", _typed_contents(tensor.datatype, array))
-        _len_field(parts, b"\x2a", b"".join(body))
+    outputs = response.outputs
+    raw = raw or needs_raw(outputs)
+    arrays = encode_arrays(outputs, "$.outputs")
+    parts = [
+        _text(b"\x0a", response.model_name),
+        _text(b"\x12", response.model_version),
+        _text(b"\x1a", response.id),
+        _parameters(b"\x22", response.parameters),
+    ]
+    for tensor, array in zip(outputs, arrays, strict=True):
+        shape = tensor.shape
+        tensor_parts = [
+            _text(b"\x0a", tensor.name),
+            _text(b"\x12", tensor.datatype),
+            _field(b"\x1a", b"".join([_varint_bytes(int(d)) for d in shape])) if shape else b"",
+            _parameters(b"\x22", tensor.parameters),
+            b"" if raw else _field(b"\x2a", _typed_contents(tensor.datatype, array)),
+        ]
+        parts.append(_field(b"\x2a", b"".join(tensor_parts)))
     if raw:
-        for tensor, array in zip(response.outputs, arrays, strict=True):
-            _len_field(parts, b"\x32", raw_bytes(tensor.datatype, array))
+        for tensor, array in zip(outputs, arrays, strict=True):
+            data = raw_bytes(tensor.datatype, array)
+            parts += (b"\x32", _varint_bytes(len(data)), data)  # large: joined once, below
     return b"".join(parts)
 
 
 def write_stream_response(error_message: str = "", infer_response: bytes | None = None) -> bytes:
     """The serialized ``ModelStreamInferResponse``: an error, or a serialized response."""
-    parts: list[bytes] = []
-    _text_field(parts, b"\x0a", error_message)
-    if infer_response is not None:
-        _len_field(parts, b"\x12", infer_response)
-    return b"".join(parts)
+    error = _text(b"\x0a", error_message)
+    if infer_response is None:
+        return error
+    return b"".join([error, b"\x12", _varint_bytes(len(infer_response)), infer_response])
