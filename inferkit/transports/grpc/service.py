@@ -84,17 +84,25 @@ class Inflight:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def enter(self) -> None:
+        """Count one more request in flight (each ``enter`` needs its ``leave``)."""
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """Count one request fewer in flight."""
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
         """Count the block as one request in flight."""
-        self.count += 1
-        self._idle.clear()
+        self.enter()
         try:
             yield
         finally:
-            self.count -= 1
-            if not self.count:
-                self._idle.set()
+            self.leave()
 
     async def idle(self) -> None:
         """Return once no request is in flight."""
@@ -145,9 +153,14 @@ def _guarded(mapping: Mapping[str, Handler], limit: int, inflight: Inflight) -> 
 def _tracked(
     func: Callable[[Stream[Any, Any]], Any], inflight: Inflight
 ) -> Callable[[Stream[Any, Any]], Any]:
+    # enter/leave rather than track(): a generator-based context manager per request costs
+    # more than the rest of this wrapper.
     async def tracked(stream: Stream[Any, Any]) -> None:
-        with inflight.track():
+        inflight.enter()
+        try:
             await func(stream)
+        finally:
+            inflight.leave()
 
     return tracked
 
