@@ -3,7 +3,8 @@
 ``create_grpc_service(server)`` returns the services to put in a ``grpclib.server.Server``;
 ``grpc_service`` is the runner's listener. ``convert`` turns the generated messages
 (``_generated/``, built from ``proto/`` by ``scripts/gen_proto.py``; never edited by hand) into
-the core's Structs and back; ``status`` holds the one error -> gRPC status table.
+the core's Structs and back; ``_wire`` reads and writes ModelInfer's own messages straight
+from and to protobuf bytes, for speed; ``status`` holds the one error -> gRPC status table.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``InferenceService`` is ``inference.GRPCInferenceService`` (KServe's and Triton's V2 service);
 ``RepositoryService`` is MLServer's older ``inference.model_repository.ModelRepositoryService``,
 kept so clients written against it keep working. Both subclass the betterproto2-generated
-bases, and each RPC only translates: decode with :mod:`.convert`, call one ``Server`` method,
+bases, and each RPC only translates: decode with :mod:`.convert` (ModelInfer and
+ModelStreamInfer: with :mod:`._wire`, straight from the bytes), call one ``Server`` method,
 encode. Every handler runs inside :func:`.status.guard` (the one error table), behind a size
 limit checked before a message is parsed, and is counted while in flight so the listener can
 drain on shutdown.
