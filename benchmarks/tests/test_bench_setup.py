@@ -131,3 +131,21 @@ def test_process_tree_cpu_and_memory_of_a_child() -> None:
         child.communicate(b"")
     assert procstats.start_time(child.pid) is None
     assert procstats.cpu_seconds([child.pid]) == 0 and procstats.rss([child.pid]) == 0
+
+
+def test_without_uvicorns_extras_the_uvicorn_servers_are_left_out_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchlib import lineup
+
+    real = lineup.importlib.util.find_spec
+    monkeypatch.setattr(
+        lineup.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "httptools" else real(name, *args),
+    )
+    assert lineup.uvicorn_missing() == (
+        "httptools not installed: the uvicorn servers are left out"
+        " (pip install 'uvicorn[standard]')"
+    )
+    assert set(lineup.OWN_CEILINGS) == set(lineup.UVICORN_SERVERS) <= set(lineup.SERVER_KEYS)
