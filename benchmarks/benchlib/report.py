@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,14 @@ def _mb(value: int | None) -> str:
     return "-" if not value else f"{value / _MB:,.0f}"
 
 
-def _ratio(value: float | None, base: float | None) -> str:
+#: Marks a *vs MLServer* ratio taken against another scenario's MLServer figure.
+FALLBACK_MARK = "\u2020"
+
+
+def _ratio(value: float | None, base: float | None, mark: str = "") -> str:
     if value is None or not base:
         return "-"
-    return f"{value / base:.2f}x"
+    return f"{value / base:.2f}x{mark}"
 
 
 def _base(results: Results, scenario: str, server: str | None) -> float | None:
@@ -51,6 +55,25 @@ def _base(results: Results, scenario: str, server: str | None) -> float | None:
     return cell.rps if cell is not None else None
 
 
+def _mlserver_base(
+    results: Results, scenario: str, mlserver: str | None
+) -> tuple[float | None, str | None]:
+    """MLServer's requests/s for ``scenario``, and the other scenario it came from if any.
+
+    When MLServer did not run ``scenario`` (the binary extension), the figure is its figure in
+    the scenario's fallback (the same tensor as JSON), as the targets compare them.
+    """
+    rps = _base(results, scenario, mlserver)
+    if rps:
+        return rps, None
+    other = results.mlserver_fallback.get(scenario)
+    if other is not None:
+        rps = _base(results, other, mlserver)
+        if rps:
+            return rps, other
+    return None, None
+
+
 def _ceiling(results: Results, scenario: str, ceilings: Sequence[str]) -> float | None:
     """The requests/s of the first of ``ceilings`` that ran ``scenario``."""
     for server in ceilings:
@@ -58,6 +81,10 @@ def _ceiling(results: Results, scenario: str, ceilings: Sequence[str]) -> float 
         if rps:
             return rps
     return None
+
+
+def _possessive(servers: Sequence[str]) -> str:
+    return " or ".join(f"{name}'s" for name in servers)
 
 
 def header(results: Results) -> str:
@@ -89,14 +116,33 @@ def header(results: Results) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: Results, mlserver: str | None, ceilings: Sequence[str]) -> str:
+def markdown(
+    results: Results,
+    mlserver: str | None,
+    ceilings: Sequence[str],
+    own_ceilings: Mapping[str, Sequence[str]] | None = None,
+) -> str:
     """The results as markdown: throughput table, start-up table and notes.
 
-    *vs bare* divides by the first of ``ceilings`` that ran the scenario (one per transport).
+    *vs bare* divides by the first of ``ceilings`` that ran the scenario (one per transport),
+    or, for a server in ``own_ceilings``, by the first of its own (uvicorn's, for the servers
+    on uvicorn).
     """
+    own = dict(own_ceilings or {})
     bases = [f"{mlserver}'s"] if mlserver else []
-    if ceilings:
-        bases.append(" or ".join(f"{name}'s" for name in ceilings))
+    bare = _possessive(ceilings)
+    ran = {server for _, server in results.cells}
+    by_ceiling: dict[tuple[str, ...], list[str]] = {}
+    for server, theirs in own.items():
+        if server in ran:
+            by_ceiling.setdefault(tuple(theirs), []).append(server)
+    exceptions = "; ".join(
+        f"{', '.join(servers)}: {_possessive(theirs)}" for theirs, servers in by_ceiling.items()
+    )
+    if exceptions:
+        bare = f"{bare} ({exceptions})" if bare else exceptions
+    if bare:
+        bases.append(bare)
     lines = [
         "Requests/s, latency and server CPU are medians over the runs; errors are summed"
         " (failed / completed requests); ratios divide requests/s by "
@@ -108,10 +154,25 @@ def markdown(results: Results, mlserver: str | None, ceilings: Sequence[str]) ->
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     previous = None
+    fallbacks: dict[str, str] = {}
     for (scenario, server), cell in results.cells.items():
         shown = results.scenario_labels[scenario] if scenario != previous else ""
         previous = scenario
-        lines.append(_cell_row(results, cell, shown, server, mlserver, ceilings))
+        theirs = own.get(server, ceilings)
+        lines.append(_cell_row(results, cell, shown, server, mlserver, theirs))
+        if cell.skipped is None:
+            other = _mlserver_base(results, scenario, mlserver)[1]
+            if other is not None:
+                fallbacks[scenario] = other
+    for scenario, other in fallbacks.items():
+        skipped = results.cells.get((scenario, mlserver or ""))
+        why = f" ({skipped.skipped})" if skipped is not None and skipped.skipped else ""
+        lines += [
+            "",
+            f"{FALLBACK_MARK} {results.scenario_labels[scenario]}: *vs MLServer* divides by"
+            f" {mlserver}'s requests/s in {results.scenario_labels.get(other, other)}; {mlserver}"
+            f" did not run this scenario{why}.",
+        ]
     lines += ["", *_startup_table(results, mlserver)]
     if results.notes:
         lines += ["", "Notes:", "", *(f"- {note}" for note in results.notes)]
@@ -128,13 +189,13 @@ def _cell_row(
 ) -> str:
     if cell.skipped is not None:
         return f"| {scenario} | {server} | {cell.skipped} | | | | | | | |"
-    ml = _base(results, cell.scenario, mlserver)
+    ml, other = _mlserver_base(results, cell.scenario, mlserver)
     ceiling = _ceiling(results, cell.scenario, ceilings)
     cells = [
         scenario,
         server,
         _rate(cell.rps),
-        _ratio(cell.rps, ml),
+        _ratio(cell.rps, ml, FALLBACK_MARK if other else ""),
         _ratio(cell.rps, ceiling),
         _ms(cell.p50_ms),
         _ms(cell.p99_ms),
@@ -189,11 +250,17 @@ def write_chart(results: Results, path: Path, mlserver: str | None, title: str) 
     flat = list(axes.ravel())
     for axis, scenario in zip(flat, scenarios, strict=False):
         cells = [c for (s, _), c in results.cells.items() if s == scenario and c.rps]
-        base = _base(results, scenario, mlserver)
+        base, other = _mlserver_base(results, scenario, mlserver)
+        mark = FALLBACK_MARK if other else ""
         values = [c.rps or 0.0 for c in cells]
-        notes = [f"{_rate(v)}/s" + (f"  {v / base:.2f}x MLS" if base else "") for v in values]
+        notes = [f"{_rate(v)}/s" + (f"  {v / base:.2f}x MLS{mark}" if base else "") for v in values]
         _bars(axis, results, [c.server for c in cells], values, notes)
-        axis.set_title(results.scenario_labels[scenario] + " - requests/s", fontsize=9)
+        heading = results.scenario_labels[scenario] + " - requests/s"
+        if other is not None:
+            heading += (
+                f"\n{mark} MLServer's figure from {results.scenario_labels.get(other, other)}"
+            )
+        axis.set_title(heading, fontsize=9)
     startups = [s for s in results.startups.values() if s.ready_s is not None]
     ready = [s.ready_s or 0.0 for s in startups]
     _bars(

@@ -86,6 +86,10 @@ class ServerSpec:
     by_payload: bool = False
     #: Answers by payload key that differ from the payload's own (a model built by another venv).
     expected: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    #: Payloads it is known not to support, by key, and why. They are still tried once: a
+    #: server that refuses one shows "not supported" in that row (one that answers it right
+    #: runs it like any other payload).
+    unsupported: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] | None = None
 
     def model_for(self, payload: Payload) -> str:

@@ -97,3 +97,46 @@ def test_replace_section_keeps_everything_outside_the_markers() -> None:
 def test_replace_section_needs_both_markers_in_order(page: str) -> None:
     with pytest.raises(ValueError, match="the document needs"):
         replace_section(page, "x")
+
+
+def test_a_scenario_mlserver_cannot_run_is_compared_with_its_fallbacks_mlserver_figure() -> None:
+    results = _results()
+    results.scenario_labels["rest-sum1m-c4"] = "REST sum [1,1000000] FP32, c=4"
+    results.scenario_labels["rest-sum1m-bin-c4"] = "REST sum [1,1000000] FP32 binary, c=4"
+    results.mlserver_fallback["rest-sum1m-bin-c4"] = "rest-sum1m-c4"
+    for name, rps in [("inferkit", 8), ("mlserver-pw0", 5)]:
+        results.cell("rest-sum1m-c4", name).runs.append(_run(rps, 1.0, 500, 1.0, 90 * MB))
+    results.cell("rest-sum1m-bin-c4", "inferkit").runs.append(_run(80, 1.0, 500, 1.0, 90 * MB))
+    results.cell("rest-sum1m-bin-c4", "mlserver-pw0").skipped = "not supported"
+    text = markdown(results, "mlserver-pw0", ["starlette-bare"])
+    assert "| REST sum [1,1000000] FP32, c=4 | inferkit | 8.0 | 1.60x | - |" in text
+    assert "| REST sum [1,1000000] FP32 binary, c=4 | inferkit | 80.0 | 16.00x\u2020 | - |" in text
+    assert "|  | mlserver-pw0 | not supported | | | | | | | |" in text
+    assert (
+        "\u2020 REST sum [1,1000000] FP32 binary, c=4: *vs MLServer* divides by mlserver-pw0's"
+        " requests/s in REST sum [1,1000000] FP32, c=4; mlserver-pw0 did not run this scenario"
+        " (not supported)." in text
+    )
+    # Where MLServer ran the scenario itself, its own figure is the base and nothing is marked.
+    results.cell("rest-sum1m-bin-c4", "mlserver-pw0").skipped = None
+    results.cell("rest-sum1m-bin-c4", "mlserver-pw0").runs.append(_run(40, 1.0, 5, 1.0, MB))
+    text = markdown(results, "mlserver-pw0", ["starlette-bare"])
+    assert "| REST sum [1,1000000] FP32 binary, c=4 | inferkit | 80.0 | 2.00x | - |" in text
+    assert "\u2020" not in text
+
+
+def test_servers_on_uvicorn_are_compared_with_the_uvicorn_ceiling() -> None:
+    results = _results()
+    results.startups["uvicorn-bare"] = Startup("uvicorn-bare", "uvicorn", "ceiling", 0.5, MB)
+    results.startups["inferkit-uvicorn"] = Startup("inferkit-uvicorn", "x", "subject", 1.0, MB)
+    for name, rps in [("inferkit-uvicorn", 4000), ("uvicorn-bare", 5000)]:
+        results.cell("rest-sum16-c32", name).runs.append(_run(rps, 1.0, 500, 1.0, 90 * MB))
+    own = {"inferkit-uvicorn": ["uvicorn-bare"], "uvicorn-bare": ["uvicorn-bare"], "x": ["y"]}
+    text = markdown(results, "mlserver-pw0", ["starlette-bare"], own)
+    assert "| REST sum [1,16] FP32, c=32 | inferkit | 3,000 | 1.50x | 0.75x |" in text
+    assert "|  | inferkit-uvicorn | 4,000 | 2.00x | 0.80x |" in text
+    assert "|  | uvicorn-bare | 5,000 | 2.50x | 1.00x |" in text
+    assert (
+        "by mlserver-pw0's and by starlette-bare's (inferkit-uvicorn, uvicorn-bare:"
+        " uvicorn-bare's) in the same scenario." in text
+    )
