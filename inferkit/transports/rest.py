@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -38,6 +38,9 @@ from ..settings import Settings
 from ..types import InferenceRequest, RepositoryIndexRequest, encode_json
 from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
 from .openapi import docs_routes
+
+if TYPE_CHECKING:
+    from .tracing import InferenceTracer
 
 __all__ = ["STATUS", "create_rest_app", "error_response", "status_for"]
 
@@ -98,10 +101,16 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-def create_rest_app(server: Server, settings: Settings | None = None) -> Starlette:
-    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's)."""
+def create_rest_app(
+    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
+) -> Starlette:
+    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's).
+
+    With a ``tracer`` (:mod:`inferkit.transports.tracing`), every inference request gets an
+    OpenTelemetry SERVER span.
+    """
     settings = settings if settings is not None else server.settings
-    api = _Api(server, settings.max_request_size)
+    api = _Api(server, settings.max_request_size, tracer)
     return Starlette(routes=api.routes(), middleware=_middleware(settings))
 
 
@@ -149,9 +158,12 @@ class _GzipIfAccepted:
 class _Api:
     """The route handlers, bound to one server."""
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(
+        self, server: Server, max_request_size: int, tracer: InferenceTracer | None = None
+    ) -> None:
         self.server = server
         self.limit = max_request_size
+        self.tracer = tracer
         self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
         # Server-Timing is fed by the core's events: one listener per server, however many apps.
@@ -181,10 +193,18 @@ class _Api:
             ("/v2/repository/models/{name}/unload", self.unload, "POST"),
         ]
         routes: list[BaseRoute] = [
-            Route(path, _observed(_guard(h)) if h == self.infer else _guard(h), methods=[method])
+            Route(
+                path, self._infer_handler(path) if h == self.infer else _guard(h), methods=[method]
+            )
             for path, h, method in table
         ]
         return [*routes, *docs_routes()]
+
+    def _infer_handler(self, route: str) -> Handler:
+        # Tracing adds its layer only when a tracer is given: without one, nothing changes.
+        if self.tracer is None:
+            return _observed(_guard(self.infer))
+        return _observed(_guard(_traced(self.infer, self.tracer, route)))
 
     async def live(self, request: Request) -> Response:
         return _probe(await self.server.live())
@@ -215,6 +235,9 @@ class _Api:
                 body, _int_header(header_length), self._decoder_for_header()
             )
         request.state.request_id = payload.id
+        if self.tracer is not None:
+            # The model sees the server span's context, so its own spans become children.
+            self.tracer.inject(headers)
         payload.parameters = {**(payload.parameters or {}), "headers": headers}
         response = await self.server.infer(name, payload, version)
         request.state.request_id = response.id
@@ -381,6 +404,44 @@ def _observed(handler: Handler) -> Handler:
         return response
 
     return observed
+
+
+def _traced(handler: Handler, tracer: InferenceTracer, route: str) -> Handler:
+    """One OpenTelemetry SERVER span around an infer handler, inside the error guard.
+
+    Named by the route's template (``POST /v2/models/{name}/infer``), never the raw path, as
+    OpenTelemetry's HTTP conventions ask: model names stay out of span names.
+    """
+    name = f"POST {route}"
+    http = {"http.request.method": "POST", "http.route": route}
+
+    async def traced(request: Request) -> Response:
+        model, version = _model(request)
+        status: int | None = None
+        code = "CANCELLED"  # the handler was cancelled: the client went away
+        with tracer.span(name, request.headers, transport="rest", attributes=http) as span:
+            try:
+                response = await handler(request)
+                status, code = response.status_code, ""
+                return response
+            except errors.InferkitError as exc:
+                status, code = status_for(exc), exc.code
+                raise
+            except Exception:
+                status, code = 500, "INTERNAL"
+                raise
+            finally:
+                # The core's event knows the resolved version, also when the model failed.
+                event = _inference.get()
+                span.finish(
+                    model=model,
+                    version=event.version if event is not None else version,
+                    request_id=getattr(request.state, "request_id", None),
+                    error_code=code,
+                    attributes={} if status is None else {"http.response.status_code": status},
+                )
+
+    return traced
 
 
 def _server_timing(event: InferenceFinished) -> str:

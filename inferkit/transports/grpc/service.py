@@ -21,9 +21,9 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from grpclib.const import Handler
+from grpclib.const import Handler, Status
 from grpclib.server import Stream
 from multidict import MultiDict
 
@@ -51,6 +51,9 @@ from .convert import (
 from .health import create_health
 from .status import UNEXPECTED, guard, status_for
 
+if TYPE_CHECKING:
+    from ..tracing import InferenceTracer
+
 __all__ = ["InferenceService", "Inflight", "RepositoryService", "create_grpc_service"]
 
 log = logging.getLogger("inferkit.grpc")
@@ -58,18 +61,29 @@ log = logging.getLogger("inferkit.grpc")
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
+# OpenTelemetry's RPC conventions: span name "service/method", rpc.* attributes.
+_RPC = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService"}
+_INFER_SPAN = MODEL_INFER[1:]
+_INFER_RPC = {**_RPC, "rpc.method": "ModelInfer"}
+_STREAM_SPAN = MODEL_STREAM_INFER[1:]
+_STREAM_RPC = {**_RPC, "rpc.method": "ModelStreamInfer"}
 
-def create_grpc_service(server: Server, settings: Settings | None = None) -> list[Any]:
+
+def create_grpc_service(
+    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
+) -> list[Any]:
     """The gRPC services of ``server``: V2 inference, MLServer's repository service, health.
 
     Settings default to the server's; ``grpc_max_message_length`` (or else
-    ``max_request_size``) bounds the size of a received message.
+    ``max_request_size``) bounds the size of a received message. With a ``tracer``
+    (:mod:`inferkit.transports.tracing`), every inference request gets an OpenTelemetry
+    SERVER span.
     """
     settings = settings if settings is not None else server.settings
     limit = settings.grpc_max_message_length or settings.max_request_size
     inflight = Inflight()
     services: list[Any] = [
-        InferenceService(server, max_message_length=limit, inflight=inflight),
+        InferenceService(server, max_message_length=limit, inflight=inflight, tracer=tracer),
         RepositoryService(server, max_message_length=limit, inflight=inflight),
     ]
     return [*services, *create_health(server, services)]
@@ -152,17 +166,31 @@ def _tracked(
 
 
 class InferenceService(pb.GrpcInferenceServiceBase):
-    """The V2 ``inference.GRPCInferenceService`` answered by a ``Server``."""
+    """The V2 ``inference.GRPCInferenceService`` answered by a ``Server``.
 
-    def __init__(self, server: Server, *, max_message_length: int, inflight: Inflight) -> None:
+    With a ``tracer``, each ``ModelInfer`` call and each ``ModelStreamInfer`` message gets an
+    OpenTelemetry SERVER span.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        *,
+        max_message_length: int,
+        inflight: Inflight,
+        tracer: InferenceTracer | None = None,
+    ) -> None:
         self.server = server
         self.inflight = inflight
+        self.tracer = tracer
         self._limit = max_message_length
 
     def __mapping__(self) -> dict[str, Handler]:
         mapping = super().__mapping__()
         # The infer RPCs take the stream itself: they read its metadata and may set trailers.
-        mapping[MODEL_INFER] = mapping[MODEL_INFER]._replace(func=self._model_infer_rpc)
+        # Tracing picks its handler here, once: without a tracer, nothing changes per call.
+        infer = self._model_infer_rpc if self.tracer is None else self._traced_model_infer_rpc
+        mapping[MODEL_INFER] = mapping[MODEL_INFER]._replace(func=infer)
         mapping[MODEL_STREAM_INFER] = mapping[MODEL_STREAM_INFER]._replace(
             func=self._model_stream_infer_rpc
         )
@@ -202,9 +230,12 @@ class InferenceService(pb.GrpcInferenceServiceBase):
     ) -> tuple[pb.ModelInferResponse, dict[str, str]]:
         """The reply to one request, and the headers the model set (for trailing metadata)."""
         request = request_from_proto(message)
-        if metadata:
+        if metadata or self.tracer is not None:
             # As on REST (and in MLServer), the model sees the call's headers in parameters.
-            headers = {k: v for k, v in metadata.items() if isinstance(v, str)}
+            headers = {k: v for k, v in (metadata or {}).items() if isinstance(v, str)}
+            if self.tracer is not None:
+                # The server span's context, so that the model's spans become its children.
+                self.tracer.inject(headers)
             request.parameters = {**(request.parameters or {}), "headers": headers}
         response = await self.server.infer(
             message.model_name, request, message.model_version or None
@@ -217,6 +248,48 @@ class InferenceService(pb.GrpcInferenceServiceBase):
     ) -> None:
         message = await stream.recv_message()
         assert message is not None
+        await self._answer(stream, message)
+
+    async def _traced_model_infer_rpc(
+        self, stream: Stream[pb.ModelInferRequest, pb.ModelInferResponse]
+    ) -> None:
+        assert self.tracer is not None
+        message: pb.ModelInferRequest | None = None
+        reply: pb.ModelInferResponse | None = None
+        version: str | None = None
+        status: Status | None = None
+        code = "CANCELLED"  # the handler was cancelled: the client went away
+        # The span starts before the message is read, so that oversize and unparseable
+        # messages are traced too; the model's name is known once it is read.
+        with self.tracer.span(
+            _INFER_SPAN, stream.metadata, transport="grpc", attributes=_INFER_RPC
+        ) as span:
+            try:
+                message = await stream.recv_message()
+                assert message is not None
+                reply = await self._answer(stream, message)
+                status, code, version = Status.OK, "", reply.model_version
+            except errors.InferkitError as exc:
+                status, code, version = status_for(exc), exc.code, exc.version
+                raise
+            except Exception as exc:
+                status, code = status_for(exc), "INTERNAL"
+                raise
+            finally:
+                span.finish(
+                    model=message.model_name if message else "",
+                    version=version if version is not None else _version_of(message),
+                    request_id=reply.id if reply else message.id if message else None,
+                    error_code=code,
+                    attributes={} if status is None else {"rpc.grpc.status_code": status.value},
+                )
+
+    async def _answer(
+        self,
+        stream: Stream[pb.ModelInferRequest, pb.ModelInferResponse],
+        message: pb.ModelInferRequest,
+    ) -> pb.ModelInferResponse:
+        """Answer one ``ModelInfer`` message on ``stream`` and log it; returns the reply."""
         started = time.perf_counter()
         status = "CANCELLED"
         try:
@@ -225,6 +298,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
             if trailers:
                 await stream.send_trailing_metadata(metadata=trailers)
             status = "OK"
+            return reply
         except Exception as exc:
             status = status_for(exc).name
             raise
@@ -253,7 +327,10 @@ class InferenceService(pb.GrpcInferenceServiceBase):
             if message is None:
                 return
             with self.inflight.track():
-                reply = await self._stream_reply(message, stream.metadata)
+                if self.tracer is None:
+                    reply = await self._stream_reply(message, stream.metadata)
+                else:
+                    reply = await self._traced_stream_reply(message, stream.metadata)
             await stream.send_message(reply)
 
     async def _stream_reply(
@@ -261,12 +338,38 @@ class InferenceService(pb.GrpcInferenceServiceBase):
     ) -> pb.ModelStreamInferResponse:
         try:
             reply, _ = await self._infer(message, metadata)
-        except errors.InferkitError as exc:
-            return pb.ModelStreamInferResponse(error_message=exc.message)
-        except Exception:
-            log.exception("Unexpected error in %s", MODEL_STREAM_INFER)
-            return pb.ModelStreamInferResponse(error_message=UNEXPECTED)
+        except Exception as exc:
+            return _stream_error(exc)
         return pb.ModelStreamInferResponse(infer_response=reply)
+
+    async def _traced_stream_reply(
+        self, message: pb.ModelInferRequest, metadata: MultiDict[Any] | None
+    ) -> pb.ModelStreamInferResponse:
+        # One span per message: each is an inference of its own, answered in the stream (a
+        # failed one with its error_message; the stream's gRPC status is not the message's).
+        assert self.tracer is not None
+        with self.tracer.span(
+            _STREAM_SPAN, metadata, transport="grpc", attributes=_STREAM_RPC
+        ) as span:
+            version = None
+            code = "CANCELLED"
+            reply: pb.ModelInferResponse | None = None
+            try:
+                reply, _ = await self._infer(message, metadata)
+                code, version = "", reply.model_version
+                return pb.ModelStreamInferResponse(infer_response=reply)
+            except Exception as exc:
+                code = exc.code if isinstance(exc, errors.InferkitError) else "INTERNAL"
+                version = exc.version if isinstance(exc, errors.InferkitError) else None
+                return _stream_error(exc)
+            finally:
+                span.finish(
+                    model=message.model_name,
+                    version=version if version is not None else _version_of(message),
+                    request_id=reply.id if reply else message.id,
+                    error_code=code,
+                    attributes={},
+                )
 
     # -- repository --------------------------------------------------------------------------
 
@@ -319,6 +422,19 @@ class RepositoryService(mr.ModelRepositoryServiceBase):
     ) -> mr.RepositoryModelUnloadResponse:
         await self.server.unload(await _model_name(self.server, message))
         return mr.RepositoryModelUnloadResponse()
+
+
+def _stream_error(exc: Exception) -> pb.ModelStreamInferResponse:
+    """The stream's answer to a failed message: the error's message, or a generic one."""
+    if isinstance(exc, errors.InferkitError):
+        return pb.ModelStreamInferResponse(error_message=exc.message)
+    log.exception("Unexpected error in %s", MODEL_STREAM_INFER, exc_info=exc)
+    return pb.ModelStreamInferResponse(error_message=UNEXPECTED)
+
+
+def _version_of(message: pb.ModelInferRequest | None) -> str:
+    # The version asked for, when no answer or error resolved one.
+    return message.model_version if message else ""
 
 
 async def _model_name(
