@@ -204,7 +204,9 @@ def tracer_for(settings: Settings) -> InferenceTracer | None:
             SERVICE_VERSION: settings.server_version or __version__,
         }
     )
-    provider = TracerProvider(resource=resource)
+    # No atexit hook (the SDK's default): the runner shuts the provider down when it stops,
+    # and a hook would keep every provider of the process alive until exit.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     exporter = OTLPSpanExporter(endpoint=settings.tracing_server, insecure=True)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     log.info("Tracing: exporting spans to %s (OTLP/gRPC)", settings.tracing_server)
