@@ -5,8 +5,9 @@
 kept so clients written against it keep working. Both subclass the betterproto2-generated
 bases, and each RPC only translates: decode with :mod:`.convert`, call one ``Server`` method,
 encode. Every handler runs inside :func:`.status.guard` (the one error table), behind a size
-limit checked before a message is parsed, and is counted while in flight so the listener can
-drain on shutdown.
+limit checked before a message is parsed, is counted while in flight so the listener can drain
+on shutdown, and is recorded in the server's request metrics
+(``inferkit_grpc_requests_total{method,code}`` and its latency histogram).
 
 The services own no loop and no socket: put them in any grpclib ``Server``::
 
@@ -24,11 +25,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Handler, Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 from multidict import MultiDict
 
 from inferkit import errors
 from inferkit.logs import log_access
+from inferkit.metrics import RequestMetrics
 from inferkit.server import Server
 from inferkit.settings import Settings
 from inferkit.statistics import ModelStatisticsResponse, StatisticDuration
@@ -142,27 +145,55 @@ class _Limited:
             ) from None
 
 
-def _guarded(mapping: Mapping[str, Handler], limit: int, inflight: Inflight) -> dict[str, Handler]:
-    """Each handler behind the error guard, the size limit and (unary ones) the count."""
+def _guarded(
+    mapping: Mapping[str, Handler], limit: int, inflight: Inflight, requests: RequestMetrics
+) -> dict[str, Handler]:
+    """Each handler behind the error guard and the size limit, counted in the request metrics
+    and (unary ones) in flight."""
     wrapped = {}
     for path, handler in mapping.items():
-        func = handler.func
-        if not handler.cardinality.client_streaming:
-            func = _tracked(func, inflight)
+        # Streams with a client side count their messages in flight themselves, if at all.
+        tracked = None if handler.cardinality.client_streaming else inflight
+        func = _measured(handler.func, path.rsplit("/", 1)[1], requests, tracked)
         wrapped[path] = handler._replace(
             func=guard(func, path), request_type=_Limited(handler.request_type, limit)
         )
     return wrapped
 
 
-def _tracked(
-    func: Callable[[Stream[Any, Any]], Any], inflight: Inflight
+def _measured(
+    func: Callable[[Stream[Any, Any]], Any],
+    method: str,
+    requests: RequestMetrics,
+    inflight: Inflight | None,
 ) -> Callable[[Stream[Any, Any]], Any]:
-    async def tracked(stream: Stream[Any, Any]) -> None:
-        with inflight.track():
-            await func(stream)
+    """``func`` recorded in ``inferkit_grpc_requests_total{method,code}`` and its histogram.
 
-    return tracked
+    Inside the guard, so the exception tells the status the guard is about to send.
+    """
+
+    async def measured(stream: Stream[Any, Any]) -> None:
+        started = requests.started()
+        code = "CANCELLED"  # cancelled, or the client went away mid-call
+        try:
+            if inflight is None:
+                await func(stream)
+            else:
+                with inflight.track():
+                    await func(stream)
+            code = "OK"
+        except GRPCError as exc:
+            code = exc.status.name
+            raise
+        except StreamTerminatedError:
+            raise
+        except Exception as exc:
+            code = status_for(exc).name
+            raise
+        finally:
+            requests.finished(started, method, code)
+
+    return measured
 
 
 class InferenceService(pb.GrpcInferenceServiceBase):
@@ -184,6 +215,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         self.inflight = inflight
         self.tracer = tracer
         self._limit = max_message_length
+        self._requests = _request_metrics(server)
 
     def __mapping__(self) -> dict[str, Handler]:
         mapping = super().__mapping__()
@@ -194,7 +226,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         mapping[MODEL_STREAM_INFER] = mapping[MODEL_STREAM_INFER]._replace(
             func=self._model_stream_infer_rpc
         )
-        return _guarded(mapping, self._limit, self.inflight)
+        return _guarded(mapping, self._limit, self.inflight, self._requests)
 
     # -- health and metadata -----------------------------------------------------------------
 
@@ -401,9 +433,10 @@ class RepositoryService(mr.ModelRepositoryServiceBase):
         self.server = server
         self.inflight = inflight
         self._limit = max_message_length
+        self._requests = _request_metrics(server)
 
     def __mapping__(self) -> dict[str, Handler]:
-        return _guarded(super().__mapping__(), self._limit, self.inflight)
+        return _guarded(super().__mapping__(), self._limit, self.inflight, self._requests)
 
     async def repository_index(
         self, message: mr.RepositoryIndexRequest
@@ -422,6 +455,11 @@ class RepositoryService(mr.ModelRepositoryServiceBase):
     ) -> mr.RepositoryModelUnloadResponse:
         await self.server.unload(await _model_name(self.server, message))
         return mr.RepositoryModelUnloadResponse()
+
+
+def _request_metrics(server: Server) -> RequestMetrics:
+    # The same families in the server's store for every service: a second service finds them.
+    return RequestMetrics(server.metrics, "grpc", ("method", "code"))
 
 
 def _stream_error(exc: Exception) -> pb.ModelStreamInferResponse:
