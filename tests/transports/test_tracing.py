@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from toymodels import FailingModel, named, sum_model
 
 from inferkit import InferenceRequest, InferenceResponse, Model, RequestInput, Server, Settings
@@ -180,6 +181,28 @@ async def test_rest_model_sees_the_server_span_as_traceparent() -> None:
     assert tracestate == "vendor=abc"  # carried along the trace, as W3C asks
     # In process, the server span is also the current span while the model predicts.
     assert response.json()["outputs"][1]["data"] == [True]
+
+
+async def test_rest_a_span_the_model_starts_from_its_headers_is_a_child() -> None:
+    # The model of docs/tracing.md: extract the context from the headers, start a span in it.
+    tracer, exporter = in_memory()
+    propagator = TraceContextTextMapPropagator()
+
+    class Ranker(Model):
+        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+            parent = propagator.extract((payload.parameters or {}).get("headers", {}))
+            with tracer.provider.get_tracer("ranker").start_as_current_span("rank", parent):
+                return InferenceResponse(model_name=self.name, outputs=[])
+
+    async with rest(named(Ranker, "ranker"), tracer=tracer) as http:
+        await http.post(
+            "/v2/models/ranker/infer", json=SUM_BODY, headers={"traceparent": TRACEPARENT}
+        )
+    rank, server = exporter.get_finished_spans()  # in the order they ended
+    assert (rank.name, server.name) == ("rank", REST_INFER)
+    assert ids(rank)[0] == ids(server)[0] == TRACE_ID
+    assert ids(rank)[2] == ids(server)[1]
+    assert ids(server)[2] == PARENT_ID
 
 
 @pytest.mark.parametrize(
