@@ -275,13 +275,6 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         trailers = _response_headers(response)
         return response_to_proto(response, raw=uses_raw(message)), trailers
 
-    async def _model_infer_rpc(
-        self, stream: Stream[pb.ModelInferRequest, pb.ModelInferResponse]
-    ) -> None:
-        message = await stream.recv_message()
-        assert message is not None
-        await self._answer(stream, message)
-
     async def _traced_model_infer_rpc(
         self, stream: Stream[pb.ModelInferRequest, pb.ModelInferResponse]
     ) -> None:
@@ -299,7 +292,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
             try:
                 message = await stream.recv_message()
                 assert message is not None
-                reply = await self._answer(stream, message)
+                reply = await self._model_infer_rpc(stream, message)
                 status, code, version = Status.OK, "", reply.model_version
             except errors.InferkitError as exc:
                 status, code, version = status_for(exc), exc.code, exc.version
@@ -316,12 +309,18 @@ class InferenceService(pb.GrpcInferenceServiceBase):
                     attributes={} if status is None else {"rpc.grpc.status_code": status.value},
                 )
 
-    async def _answer(
+    async def _model_infer_rpc(
         self,
         stream: Stream[pb.ModelInferRequest, pb.ModelInferResponse],
-        message: pb.ModelInferRequest,
+        message: pb.ModelInferRequest | None = None,
     ) -> pb.ModelInferResponse:
-        """Answer one ``ModelInfer`` message on ``stream`` and log it; returns the reply."""
+        """Answer one ``ModelInfer`` call and log it; returns the reply (grpclib ignores it).
+
+        The traced handler reads the ``message`` itself, inside its span, and passes it in.
+        """
+        if message is None:
+            message = await stream.recv_message()
+            assert message is not None
         started = time.perf_counter()
         status = "CANCELLED"
         try:
