@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
@@ -63,12 +63,16 @@ _TRACE_HEADERS = ("traceparent", "tracestate")
 class InferenceSpan:
     """The span of one inference request, filled in by a transport as the request ends."""
 
-    __slots__ = ("_error", "span")
+    __slots__ = ("_tracer", "span")
 
-    def __init__(self, span: Span, error: Callable[[str], Status]) -> None:
+    def __init__(self, span: Span, tracer: InferenceTracer) -> None:
         #: The OpenTelemetry span itself.
         self.span = span
-        self._error = error
+        self._tracer = tracer
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Put this span's trace context into ``headers`` (``traceparent``, ``tracestate``)."""
+        self._tracer.inject(headers, self.span)
 
     def finish(
         self,
@@ -92,7 +96,7 @@ class InferenceSpan:
         span.set_attributes(attributes)
         if error_code:
             span.set_attribute(ERROR_TYPE, error_code)
-            span.set_status(self._error(error_code))
+            span.set_status(self._tracer._error(error_code))
 
 
 class InferenceTracer:
@@ -109,7 +113,13 @@ class InferenceTracer:
     """
 
     def __init__(self, provider: TracerProvider, *, owned: bool = False) -> None:
-        from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
+        from opentelemetry.trace import (
+            SpanKind,
+            Status,
+            StatusCode,
+            get_current_span,
+            set_span_in_context,
+        )
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         #: The provider the spans come from.
@@ -121,6 +131,7 @@ class InferenceTracer:
         # Kept from the lazy imports above, for the methods called per request.
         self._server = SpanKind.SERVER
         self._current_span = get_current_span
+        self._in_context = set_span_in_context
         self._status = Status
         self._status_error = StatusCode.ERROR
 
@@ -151,20 +162,22 @@ class InferenceTracer:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            yield InferenceSpan(span, self._error)
+            yield InferenceSpan(span, self)
 
     def _error(self, code: str) -> Status:
         return self._status(self._status_error, code)
 
-    def inject(self, headers: MutableMapping[str, str]) -> None:
-        """Put the current span's trace context into ``headers`` (``traceparent``, ``tracestate``).
+    def inject(self, headers: MutableMapping[str, str], span: Span | None = None) -> None:
+        """Put the trace context of ``span`` (default: the current span) into ``headers``.
 
         Called inside :meth:`span`, this hands the model the server span's context in place of
-        the client's, so that the model's spans are children of the server span.
+        the client's (``traceparent``, ``tracestate``), so that the model's spans are children
+        of the server span.
         """
         for key in _TRACE_HEADERS:
             headers.pop(key, None)  # the client's tracestate must not outlive its traceparent
-        self._propagator.inject(headers)
+        context = None if span is None else self._in_context(span)
+        self._propagator.inject(headers, context)
 
     def shutdown(self) -> None:
         """Flush and shut down the provider if this tracer owns it (blocks while exporting)."""
