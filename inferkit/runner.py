@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import importlib.util
 import logging
@@ -16,11 +17,14 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InferkitError
 from .server import Server
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .transports.tracing import InferenceTracer
 
 __all__ = ["PortInUse", "serve", "serve_async"]
 
@@ -59,9 +63,10 @@ def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def serve_async(server: Server, settings: Settings | None = None) -> None:
     """Serve in the running loop until signalled or cancelled, then drain and unload."""
     settings = settings if settings is not None else server.settings
-    services = _services(settings)
     for host, port, what in _ports(settings):
         _check_port(host, port, what)
+    tracer = _tracer(settings)
+    services = _services(settings, tracer)
     stop = asyncio.Event()
     restore = _install_signal_handlers(stop)
     try:
@@ -88,11 +93,22 @@ async def serve_async(server: Server, settings: Settings | None = None) -> None:
     finally:
         restore()
         await server.stop()
+        if tracer is not None:
+            # Flush the spans still batched (SIGTERM included); exporting blocks, so off-loop.
+            await asyncio.to_thread(tracer.shutdown)
         log.info("Stopped")
 
 
-def _services(settings: Settings) -> list[Service]:
-    services: list[Service] = [_rest_service]
+def _tracer(settings: Settings) -> InferenceTracer | None:
+    if not settings.tracing_server:
+        return None  # the common case imports nothing more
+    from .transports.tracing import tracer_for
+
+    return tracer_for(settings)
+
+
+def _services(settings: Settings, tracer: InferenceTracer | None = None) -> list[Service]:
+    services: list[Service] = [functools.partial(_rest_service, tracer=tracer)]
     if _metrics_installed():
         from .transports.metrics import metrics_service
 
@@ -100,7 +116,7 @@ def _services(settings: Settings) -> list[Service]:
     if _serves_grpc(settings):
         from .transports.grpc import grpc_service
 
-        services.append(grpc_service)
+        services.append(functools.partial(grpc_service, tracer=tracer))
     return services
 
 
@@ -124,7 +140,13 @@ def _ports(settings: Settings) -> list[tuple[str, int, str]]:
     return [p for p in ports if p[1]]
 
 
-async def _rest_service(server: Server, settings: Settings, stop: asyncio.Event) -> None:
+async def _rest_service(
+    server: Server,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    tracer: InferenceTracer | None = None,
+) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -137,7 +159,7 @@ async def _rest_service(server: Server, settings: Settings, stop: asyncio.Event)
     config.accesslog = None
     config.errorlog = logging.getLogger("inferkit.http")
     config.keep_alive_timeout = 75  # longer than common load balancers' idle timeouts
-    app = create_rest_app(server, settings)
+    app = create_rest_app(server, settings, tracer=tracer)
     asgi: Any = app
     if _metrics_installed():
         from .transports.metrics import create_metrics_app, instrument_rest_app

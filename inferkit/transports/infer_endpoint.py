@@ -7,6 +7,9 @@ per-request exception wrapper (together about a third of the app's own cost per 
 ``benchmarks/profile_rest.py`` measures it). Starlette still routes to it (so the route
 template, path parameters, CORS and gzip apply as for any route) and its behaviour is the
 other routes' own: the same error table, ``Server-Timing``, one access line.
+
+With a tracer (:mod:`.tracing`), :meth:`InferEndpoint.for_route` puts each request in an
+OpenTelemetry SERVER span; without one the route gets the endpoint itself, untouched.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.types import Message, Receive, Scope, Send
@@ -28,6 +31,9 @@ from ..logs import log_access
 from ..server import Server
 from ..types import InferenceRequest, InferenceResponse
 from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
+
+if TYPE_CHECKING:
+    from .tracing import InferenceSpan, InferenceTracer
 
 __all__ = [
     "STATUS",
@@ -196,39 +202,64 @@ def _remember_inference(event: Event) -> None:
 class InferEndpoint:
     """``POST /v2/models/{name}[/versions/{version}]/infer`` of one server, as an ASGI app."""
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(
+        self, server: Server, max_request_size: int, tracer: InferenceTracer | None = None
+    ) -> None:
         self.server = server
         self.reader = BodyReader(max_request_size)
+        self.tracer = tracer
         self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
         # Server-Timing is fed by the core's events: one listener per server, however many apps.
         with contextlib.suppress(ValueError):
             server.remove_listener(_remember_inference)
         server.add_listener(_remember_inference)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def for_route(self, route: str) -> Any:
+        """The ASGI app to route ``route`` (a template) to: traced when there is a tracer."""
+        if self.tracer is None:
+            return self
+        return _Traced(self, self.tracer, route)
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, span: InferenceSpan | None = None
+    ) -> None:
         started = time.perf_counter()
         params = scope["path_params"]
         name: str = params["name"]
         version: str | None = params.get("version")
         headers = scope_headers(scope)
         request_id = ""
+        code = ""
         token = _inference.set(None)
         try:
             try:
                 payload = await self._payload(receive, headers)
                 request_id = payload.id or ""
+                if span is not None:
+                    # The model sees the server span's context, so its spans become children.
+                    span.inject(headers)
                 payload.parameters = {**(payload.parameters or {}), "headers": headers}
                 response = await self.server.infer(name, payload, version)
                 request_id = response.id or request_id
                 status, body, out = _answer(response, payload.parameters)
             except ClientGone:
                 log.debug("Client went away before sending its request to %s", scope["path"])
+                if span is not None:
+                    span.finish(
+                        model=name,
+                        version=version,
+                        request_id=None,
+                        error_code="CANCELLED",
+                        attributes={},
+                    )
                 return
             except errors.InferkitError as exc:
                 status, body, out = error_parts(exc)
+                code = exc.code
             except Exception:
                 log.exception("Unexpected error on POST %s", scope["path"])
                 status, body, out = error_parts(errors.InferkitError("Internal server error"))
+                code = "INTERNAL"
             event = _inference.get()
         finally:
             _inference.reset(token)
@@ -245,6 +276,15 @@ class InferEndpoint:
             model=event.model if event else name,
             version=event.version if event else version or "",
         )
+        if span is not None:
+            span.finish(
+                model=name,
+                # The core's event knows the resolved version, also when the model failed.
+                version=event.version if event else version,
+                request_id=request_id or None,
+                error_code=code,
+                attributes={"http.response.status_code": status},
+            )
 
     async def _payload(self, receive: Receive, headers: dict[str, str]) -> InferenceRequest:
         body = await self.reader.read(receive, headers)
@@ -257,6 +297,30 @@ class InferEndpoint:
     def _decode_json_part(self, data: bytes) -> InferenceRequest:
         payload: InferenceRequest = decode(self._decode_request, data)
         return payload
+
+
+class _Traced:
+    """The endpoint inside one OpenTelemetry SERVER span per request.
+
+    Named by the route's template (``POST /v2/models/{name}/infer``), never the raw path, as
+    OpenTelemetry's HTTP conventions ask: model names stay out of span names. A class, not a
+    closure: Starlette routes to functions as request/response handlers, to objects as ASGI.
+    """
+
+    __slots__ = ("attributes", "endpoint", "name", "tracer")
+
+    def __init__(self, endpoint: InferEndpoint, tracer: InferenceTracer, route: str) -> None:
+        self.endpoint = endpoint
+        self.tracer = tracer
+        self.name = f"POST {route}"
+        self.attributes = {"http.request.method": "POST", "http.route": route}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        carrier = scope_headers(scope)
+        with self.tracer.span(
+            self.name, carrier, transport="rest", attributes=self.attributes
+        ) as span:
+            await self.endpoint(scope, receive, send, span)
 
 
 def _int_header(value: str) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -40,6 +40,9 @@ from .infer_endpoint import (
     status_for,
 )
 from .openapi import docs_routes
+
+if TYPE_CHECKING:
+    from .tracing import InferenceTracer
 
 __all__ = ["STATUS", "create_rest_app", "error_response", "status_for"]
 
@@ -70,10 +73,16 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-def create_rest_app(server: Server, settings: Settings | None = None) -> Starlette:
-    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's)."""
+def create_rest_app(
+    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
+) -> Starlette:
+    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's).
+
+    With a ``tracer`` (:mod:`inferkit.transports.tracing`), every inference request gets an
+    OpenTelemetry SERVER span.
+    """
     settings = settings if settings is not None else server.settings
-    api = _Api(server, settings.max_request_size)
+    api = _Api(server, settings.max_request_size, tracer)
     return Starlette(routes=api.routes(), middleware=_middleware(settings))
 
 
@@ -121,10 +130,12 @@ class _GzipIfAccepted:
 class _Api:
     """The route handlers, bound to one server."""
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(
+        self, server: Server, max_request_size: int, tracer: InferenceTracer | None = None
+    ) -> None:
         self.server = server
         self.reader = BodyReader(max_request_size)
-        self.infer = InferEndpoint(server, max_request_size)
+        self.infer = InferEndpoint(server, max_request_size, tracer)
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
 
     def routes(self) -> list[BaseRoute]:
@@ -132,8 +143,8 @@ class _Api:
         versioned = "/v2/models/{name}/versions/{version}"
         # Inference first: Starlette tries routes in order, so the hot path matches at once.
         infer = [
-            Route(f"{model}/infer", self.infer, methods=["POST"]),
-            Route(f"{versioned}/infer", self.infer, methods=["POST"]),
+            Route(path, self.infer.for_route(path), methods=["POST"])
+            for path in (f"{model}/infer", f"{versioned}/infer")
         ]
         table: list[tuple[str, Handler, str]] = [
             ("/v2/health/live", self.live, "GET"),
