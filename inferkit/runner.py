@@ -26,7 +26,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .transports.tracing import InferenceTracer
 
-__all__ = ["PortInUse", "serve", "serve_async"]
+__all__ = ["PortInUse", "http_app", "serve", "serve_async"]
 
 log = logging.getLogger("inferkit.runner")
 
@@ -150,8 +150,6 @@ async def _rest_service(
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    from .transports.rest import create_rest_app
-
     config = Config()
     config.bind = [_address(settings.host, settings.http_port)]
     config.graceful_timeout = settings.graceful_shutdown_timeout
@@ -159,16 +157,31 @@ async def _rest_service(
     config.accesslog = None
     config.errorlog = logging.getLogger("inferkit.http")
     config.keep_alive_timeout = 75  # longer than common load balancers' idle timeouts
-    app = create_rest_app(server, settings, tracer=tracer)
-    asgi: Any = app
-    if _metrics_installed():
-        from .transports.metrics import create_metrics_app, instrument_rest_app
-
-        if settings.metrics_endpoint and settings.metrics_on_http_port:
-            app.routes.extend(create_metrics_app(server, settings=settings).routes)
-        asgi = instrument_rest_app(app, server)
+    asgi = http_app(server, settings, tracer=tracer)
     log.info("HTTP server running on http://%s:%d", settings.host, settings.http_port)
     await hypercorn_serve(asgi, config, shutdown_trigger=stop.wait)
+
+
+def http_app(
+    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
+) -> Any:
+    """The ASGI app ``inferkit start`` serves on its HTTP port, to mount in your own service.
+
+    The V2 REST API (:func:`~inferkit.transports.rest.create_rest_app`), and when
+    prometheus-client is installed, the REST request metrics around it and the metrics route
+    on it if ``metrics_on_http_port`` is set. Load the models from the host's lifespan.
+    """
+    from .transports.rest import create_rest_app
+
+    settings = settings if settings is not None else server.settings
+    app = create_rest_app(server, settings, tracer=tracer)
+    if not _metrics_installed():
+        return app
+    from .transports.metrics import create_metrics_app, instrument_rest_app
+
+    if settings.metrics_endpoint and settings.metrics_on_http_port:
+        app.routes.extend(create_metrics_app(server, settings=settings).routes)
+    return instrument_rest_app(app, server)
 
 
 def _address(host: str, port: int) -> str:

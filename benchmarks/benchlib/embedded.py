@@ -6,9 +6,8 @@ What a team with an existing ASGI service does instead of running ``inferkit sta
 from the host app's lifespan (``await server.start()`` / ``await server.stop()``) and serve the
 whole thing with uvicorn (uvloop, httptools, one worker: ``bare.serve_uvicorn``).
 
-The mounted app is the one ``inferkit.runner`` serves on its HTTP port: ``create_rest_app``
-wrapped by ``instrument_rest_app`` (the REST request metrics) when prometheus-client is
-installed, with the metrics routes on it when the settings put them on the HTTP port. Settings
+The mounted app is ``inferkit.runner.http_app``, the one ``inferkit start`` serves on its HTTP
+port (the REST API with its request metrics). Settings
 and logging come from the repository's ``settings.json`` as for ``inferkit start``. Only REST:
 no gRPC listener and no separate metrics port.
 """
@@ -17,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,9 +27,9 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from inferkit.logs import configure_logging
 from inferkit.repository import ModelRepository
+from inferkit.runner import http_app
 from inferkit.server import Server
 from inferkit.settings_loader import load_settings
-from inferkit.transports.rest import create_rest_app
 
 if __package__:
     from .bare import serve_uvicorn
@@ -44,19 +41,6 @@ __all__ = ["embedded_app", "main"]
 
 async def _service_health(request: Request) -> Response:
     return PlainTextResponse("ok")
-
-
-def _inferkit_app(server: Server) -> Any:
-    """The ASGI app ``inferkit.runner`` serves on the HTTP port."""
-    settings = server.settings
-    app = create_rest_app(server, settings)
-    if importlib.util.find_spec("prometheus_client") is None:
-        return app
-    from inferkit.transports.metrics import create_metrics_app, instrument_rest_app
-
-    if settings.metrics_endpoint and settings.metrics_on_http_port:
-        app.routes.extend(create_metrics_app(server, settings=settings).routes)
-    return instrument_rest_app(app, server)
 
 
 def embedded_app(folder: Path) -> Starlette:
@@ -79,7 +63,7 @@ def embedded_app(folder: Path) -> Starlette:
     # The service's own routes come first; everything else goes to inferkit.
     routes: list[BaseRoute] = [
         Route("/service/health", _service_health),
-        Mount("/", app=_inferkit_app(server)),
+        Mount("/", app=http_app(server)),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
