@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -32,9 +33,18 @@ from benchlib.drivers import Driver, drivers
 from benchlib.loaders import LoadError, LoadResult
 from benchlib.mlserver_env import ensure_mlserver
 from benchlib.repositories import build_artifacts
-from benchlib.results import Results, Run, Startup
+from benchlib.results import Results, Run, Startup, median
 from benchlib.scenarios import SCENARIOS, TRANSPORT_NAMES, Request, Scenario, build_requests
-from benchlib.servers import RunningServer, ServerFailed, ServerSpec, start_server, stop_server
+from benchlib.servers import (
+    Floor,
+    FloorFigures,
+    RunningServer,
+    ServerFailed,
+    ServerSpec,
+    measure_floor,
+    start_server,
+    stop_server,
+)
 
 HERE = Path(__file__).resolve().parent
 DOCS_PAGE = HERE.parent / "docs" / "performance.md"
@@ -42,6 +52,8 @@ DOCS_CHART = HERE.parent / "docs" / "performance.png"
 
 #: The MLServer configuration ratios are taken against (the issue's baseline).
 MLSERVER_BASE = "mlserver-pw0"
+#: Runs of each floor (the model libraries alone), interleaved; the table shows the medians.
+FLOOR_RUNS = 3
 #: inferkit's built-in runtime for each model that needs one.
 RUNTIMES = {"digits-svc": "inferkit.runtimes.sklearn", "digits-xgb": "inferkit.runtimes.xgboost"}
 
@@ -117,6 +129,8 @@ class Bench:
         self.scenarios: list[Scenario] = []
         self.drivers: dict[str, Driver] = {}
         self.specs: list[ServerSpec] = []
+        #: The model libraries alone, measured before the servers (start-up figures only).
+        self.floors: list[Floor] = []
         self.running: dict[str, RunningServer] = {}
         #: (server, transport, payload key) -> the answer's marker, once the answer was checked.
         self.markers: dict[tuple[str, str, str], bytes] = {}
@@ -146,6 +160,8 @@ class Bench:
                     self.results.startups[key] = Startup(key, key, role, skipped="not installed")
             wanted = [key for key in wanted if key not in lineup.UVICORN_SERVERS]
         version = self.results.machine["packages"]["inferkit"]
+        if {"inferkit", "inferkit-uvicorn"} & set(wanted):
+            self._add_floor(lineup.floor_spec(sys.executable, self.work / "artifacts", models))
         if "inferkit" in wanted:
             self.specs.append(lineup.inferkit_spec(self.work, models, version))
         if "inferkit-uvicorn" in wanted:
@@ -161,6 +177,15 @@ class Bench:
             self.specs.append(lineup.minimal_v2_spec(server="uvicorn"))
         if "grpclib-bare" in wanted and "grpc" in self.drivers:
             self.specs.append(lineup.bare_grpc_spec(self.work, self.requests))
+
+    def _add_floor(self, floor: Floor) -> None:
+        """Measure ``floor`` at start-up, unless there is no artefact to load."""
+        if any(model != "sum" for model in floor.models):
+            self.floors.append(floor)
+            return
+        why = "no artefact was built"
+        self.results.startups[floor.name] = Startup(floor.name, floor.label, "floor", skipped=why)
+        self.results.note(f"{floor.name} skipped: {why} (no over-floor figures against it)")
 
     def _digits_models(self, built: dict[str, Any]) -> list[str]:
         models = []
@@ -212,14 +237,17 @@ class Bench:
         if missing:
             self.results.note(f"MLServer's venv could not build {', '.join(missing)} (see {log})")
         served = [m for m in models if m not in missing]
+        self._add_floor(lineup.floor_spec(str(env.python), out, served, env.version))
         return [lineup.mlserver_spec(self.work, env, key, served, expected) for key in keys]
 
     # Servers ------------------------------------------------------------------------------
 
     def start_all(self) -> None:
-        """Start each server alone (the others idle), take its idle RSS, check its answers."""
+        """Measure the floors, then start each server alone (the others idle), take its idle
+        RSS, check its answers."""
+        self._measure_floors()
         for spec in self.specs:
-            startup = Startup(spec.name, spec.label, spec.role)
+            startup = Startup(spec.name, spec.label, spec.role, floor=spec.floor)
             self.results.startups[spec.name] = startup
             log = self.logs / f"{spec.name}.log"
             try:
@@ -237,6 +265,30 @@ class Bench:
             # Idle: every model loaded, no request served yet.
             startup.idle_rss = procstats.rss(running.pids())
             self._verify_all(running)
+
+    def _measure_floors(self) -> None:
+        """Each floor FLOOR_RUNS times, interleaved; the medians (one sample is noisy)."""
+        samples: dict[str, list[FloorFigures]] = {floor.name: [] for floor in self.floors}
+        for _ in range(FLOOR_RUNS):
+            for floor in self.floors:
+                startup = self.results.startups.setdefault(
+                    floor.name, Startup(floor.name, floor.label, "floor")
+                )
+                if startup.skipped is not None:
+                    continue
+                log = self.logs / f"{floor.name}.log"
+                try:
+                    figures = measure_floor(floor, log, self.server_cpu, self.args.ready_timeout)
+                except (ServerFailed, OSError) as exc:
+                    startup.skipped = "failed"
+                    self.results.note(f"{floor.name} failed (log: {log}): {exc}")
+                    continue
+                samples[floor.name].append(figures)
+                startup.models = figures.models
+                startup.ready_s = median([f.ready_s for f in samples[floor.name]])
+                startup.idle_rss = int(statistics.median([f.rss for f in samples[floor.name]]))
+        if self.floors:
+            self.results.settings["floor_runs"] = FLOOR_RUNS
 
     def _verify_all(self, running: RunningServer) -> None:
         for scenario in self.scenarios:

@@ -4,7 +4,8 @@ in a Starlette service under uvicorn), MLServer twice, five bare apps.
 Every server listens on 127.0.0.1 only, on ports chosen free just before. inferkit and MLServer
 serve REST and gRPC and get their metrics port too, so nothing falls back to a fixed default
 port. The embedded inferkit and the bare apps each serve one transport: four on REST (two on
-hypercorn, two on uvicorn), one on gRPC.
+hypercorn, two on uvicorn), one on gRPC. Besides the servers, two *floors*: the model libraries
+alone, no server, in inferkit's and in MLServer's interpreter (``floor.py``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 from .mlserver_env import MLServerEnv
 from .repositories import write_repository
 from .scenarios import Request
-from .servers import Ports, ServerSpec
+from .servers import Floor, Ports, ServerSpec
 
 __all__ = [
     "CEILINGS",
+    "FLOOR",
+    "MLSERVER_FLOOR",
     "OWN_CEILINGS",
     "SERVER_KEYS",
     "UVICORN_SERVERS",
@@ -30,6 +33,7 @@ __all__ = [
     "bare_spec",
     "embedded_spec",
     "fixed_replies",
+    "floor_spec",
     "inferkit_spec",
     "minimal_v2_spec",
     "mlserver_spec",
@@ -56,6 +60,10 @@ UVICORN_SERVERS: Mapping[str, str] = {
     "uvicorn-bare": "ceiling",
     "uvicorn-v2": "reference",
 }
+#: The floors' keys: the model libraries alone in the harness's interpreter (inferkit's) and in
+#: MLServer's venv, each loading the artefacts its own interpreter built.
+FLOOR = "floor"
+MLSERVER_FLOOR = "floor-mlserver"
 #: Servers whose *vs bare* ratio divides by another ceiling: the uvicorn ones by uvicorn's.
 OWN_CEILINGS: Mapping[str, tuple[str, ...]] = {key: ("uvicorn-bare",) for key in UVICORN_SERVERS}
 
@@ -89,7 +97,15 @@ def inferkit_spec(work: Path, models: Sequence[str], version: str) -> ServerSpec
     command += ["--metrics-port", str(ports.metrics)]
     label = f"inferkit {version}, access log off"
     return ServerSpec(
-        "inferkit", label, "subject", command, ports, list(models), "index", transports=_BOTH
+        "inferkit",
+        label,
+        "subject",
+        command,
+        ports,
+        list(models),
+        "index",
+        transports=_BOTH,
+        floor=FLOOR,
     )
 
 
@@ -116,7 +132,9 @@ def embedded_spec(work: Path, models: Sequence[str], version: str) -> ServerSpec
         f"inferkit {version} embedded: mounted in a Starlette app, uvicorn (uvloop, httptools,"
         " 1 worker), access log off"
     )
-    return ServerSpec("inferkit-uvicorn", label, "subject", command, ports, list(models), "index")
+    return ServerSpec(
+        "inferkit-uvicorn", label, "subject", command, ports, list(models), "index", floor=FLOOR
+    )
 
 
 def mlserver_spec(
@@ -151,6 +169,7 @@ def mlserver_spec(
         transports=_BOTH,
         expected=expected,
         unsupported={"sum-1m-binary": f"MLServer {env.version}: {_NO_BINARY}"},
+        floor=MLSERVER_FLOOR,
     )
 
 
@@ -217,3 +236,13 @@ def minimal_v2_spec(server: str = "hypercorn") -> ServerSpec:
     return ServerSpec(
         key, label, "reference", command, ports, ["sum"], "health", unsupported=unsupported
     )
+
+
+def floor_spec(python: str, artifacts: Path, models: Sequence[str], mlserver: str = "") -> Floor:
+    """The model libraries alone in ``python``, loading ``models`` from ``artifacts``
+    (``mlserver``: MLServer's version, for its venv's floor)."""
+    what = "model libraries alone: import + load the artefacts, no server"
+    if mlserver:
+        label = f"{what} (MLServer {mlserver}'s venv)"
+        return Floor(MLSERVER_FLOOR, label, python, artifacts, models)
+    return Floor(FLOOR, f"{what} (inferkit's interpreter)", python, artifacts, models)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .results import Cell, Results
+from .results import Cell, Results, Startup
 from .scenarios import TRANSPORT_NAMES
 
 __all__ = ["header", "markdown", "write_chart"]
@@ -19,6 +19,7 @@ _COLOURS = {
     "baseline": "#ff7f0e",
     "ceiling": "#7f7f7f",
     "reference": "#2ca02c",
+    "floor": "#c7c7c7",
 }
 
 
@@ -206,29 +207,78 @@ def _cell_row(
     return "| " + " | ".join(cells) + " |"
 
 
+def _over(value: float | None, floor: float | None) -> float | None:
+    return value - floor if value is not None and floor is not None else None
+
+
+def _floor_of(results: Results, startup: Startup | None) -> Startup | None:
+    """The floor row ``startup`` is read against, if it was measured."""
+    if startup is None or startup.floor is None:
+        return None
+    floor = results.startups.get(startup.floor)
+    return floor if floor is not None and floor.skipped is None else None
+
+
+def _over_floor(results: Results, startup: Startup | None) -> tuple[float | None, float | None]:
+    """Start-to-ready seconds and idle RSS bytes above the server's floor (None: no floor)."""
+    floor = _floor_of(results, startup)
+    if startup is None or floor is None:
+        return None, None
+    rss = float(startup.idle_rss) if startup.idle_rss else None
+    floor_rss = float(floor.idle_rss) if floor.idle_rss else None
+    return _over(startup.ready_s, floor.ready_s), _over(rss, floor_rss)
+
+
+def _signed(value: float | None, digits: int, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value / scale:+,.{digits}f}"
+
+
+def _over_ratio(value: float | None, base: float | None) -> str:
+    # A base at or below its floor (noise) gives no meaningful ratio.
+    if value is None or base is None or base <= 0:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
 def _startup_table(results: Results, mlserver: str | None) -> list[str]:
     base = results.startups.get(mlserver) if mlserver else None
+    base_ready, base_rss = _over_floor(results, base)
+    floors = {s.floor for s in results.startups.values() if s.floor and s.skipped is None}
     lines = [
-        "| Server | what it is | start to ready s | vs MLServer | idle RSS MB | vs MLServer "
-        "| models |",
-        "|---|---|--:|--:|--:|--:|---|",
+        "Start-up and idle memory. A *floor* row is the model libraries alone: the same"
+        " interpreter imports them and loads the same artefacts, no server (`floor.py`)."
+        " *over floor* is a server's figure minus its floor's ("
+        + (", ".join(f"`{f}`" for f in sorted(floors)) or "none measured")
+        + "), what the server itself adds; its *vs MLServer* divides by "
+        + (f"{mlserver}'s over-floor figure." if mlserver else "nothing (no baseline ran)."),
+        "",
+        "| Server | what it is | start to ready s | vs MLServer | over floor s | vs MLServer "
+        "| idle RSS MB | vs MLServer | over floor MB | vs MLServer | models |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for startup in results.startups.values():
         if startup.skipped is not None:
-            lines.append(f"| {startup.server} | {startup.label} | {startup.skipped} | | | | |")
+            lines.append(
+                f"| {startup.server} | {startup.label} | {startup.skipped} | | | | | | | | |"
+            )
             continue
         models = ", ".join(startup.models) or "-"
         if startup.failed:
             models += " (failed: " + ", ".join(sorted(startup.failed)) + ")"
         ready = f"{startup.ready_s:.2f}" if startup.ready_s is not None else "-"
         idle = float(startup.idle_rss) if startup.idle_rss else None
+        over_ready, over_rss = _over_floor(results, startup)
         cells = [
             startup.server,
             startup.label,
             ready,
             _ratio(startup.ready_s, base.ready_s if base else None),
+            _signed(over_ready, 2),
+            _over_ratio(over_ready, base_ready),
             _mb(startup.idle_rss),
             _ratio(idle, float(base.idle_rss) if base and base.idle_rss else None),
+            _signed(over_rss, 0, _MB),
+            _over_ratio(over_rss, base_rss),
             models,
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -270,7 +320,11 @@ def write_chart(results: Results, path: Path, mlserver: str | None, title: str) 
         ready,
         [f"{v:.2f} s" for v in ready],
     )
-    flat[len(scenarios)].set_title("start to ready, s (lower is better)", fontsize=9)
+    _floor_lines(flat[len(scenarios)], startups, lambda s: s.ready_s or 0.0)
+    flat[len(scenarios)].set_title(
+        "start to ready, s (lower is better; dashed: floor, the model libraries alone)",
+        fontsize=9,
+    )
     idle = [(s.idle_rss or 0) / _MB for s in startups]
     _bars(
         flat[len(scenarios) + 1],
@@ -279,13 +333,23 @@ def write_chart(results: Results, path: Path, mlserver: str | None, title: str) 
         idle,
         [f"{v:,.0f} MB" for v in idle],
     )
-    flat[len(scenarios) + 1].set_title("idle RSS, MB (lower is better)", fontsize=9)
+    _floor_lines(flat[len(scenarios) + 1], startups, lambda s: (s.idle_rss or 0) / _MB)
+    flat[len(scenarios) + 1].set_title(
+        "idle RSS, MB (lower is better; dashed: floor, the model libraries alone)", fontsize=9
+    )
     for axis in flat[panels:]:
         axis.set_visible(False)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0, 1, 0.985))  # room for the title above the first row
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _floor_lines(axis: Any, startups: list[Startup], value: Callable[[Startup], float]) -> None:
+    """A dashed vertical line at each floor's figure."""
+    for startup in startups:
+        if startup.role == "floor":
+            axis.axvline(value(startup), color="#7f7f7f", linestyle="--", linewidth=0.8)
 
 
 def _ran(results: Results, scenario: str) -> bool:

@@ -99,6 +99,8 @@ class Startup:
     models: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: str | None = None
+    #: The key of the floor row (the model libraries alone) its *over floor* figures subtract.
+    floor: str | None = None
 
 
 @dataclass

@@ -64,7 +64,9 @@ def test_markdown_rows_carry_ratios_against_mlserver_and_bare() -> None:
     )
     assert rows[2].startswith("|  | mlserver-pw0 | 2,000 | 1.00x | 0.50x |")
     assert rows[4] == "|  | starlette-v2 | wrong answer (see notes) | | | | | | | |"
-    assert "| inferkit | inferkit label | 1.00 | 0.50x | 100 | 0.40x | sum |" in rows
+    assert (
+        "| inferkit | inferkit label | 1.00 | 0.50x | - | - | 100 | 0.40x | - | - | sum |" in rows
+    )
     assert text.count("- a note") == 1
 
 
@@ -140,3 +142,41 @@ def test_servers_on_uvicorn_are_compared_with_the_uvicorn_ceiling() -> None:
         "by mlserver-pw0's and by starlette-bare's (inferkit-uvicorn, uvicorn-bare:"
         " uvicorn-bare's) in the same scenario." in text
     )
+
+
+def test_the_startup_table_shows_the_floors_and_each_servers_overhead_above_its_floor() -> None:
+    results = _results()
+    results.startups["inferkit"].floor = "floor"
+    results.startups["mlserver-pw0"].floor = "floor-mlserver"
+    floors = {
+        "floor": Startup("floor", "libraries alone", "floor", 0.8, 90 * MB, ["digits-svc"]),
+        "floor-mlserver": Startup("floor-mlserver", "theirs", "floor", 1.0, 100 * MB),
+    }
+    results.startups = {**floors, **results.startups}
+    text = markdown(results, "mlserver-pw0", ["starlette-bare"])
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    # inferkit: 0.2 s and 10 MB above its floor, against MLServer's 1.0 s and 150 MB.
+    assert (
+        "| inferkit | inferkit label | 1.00 | 0.50x | +0.20 | 0.20x | 100 | 0.40x | +10 | 0.07x"
+        in text
+    )
+    assert (
+        "| mlserver-pw0 | mlserver-pw0 label | 2.00 | 1.00x | +1.00 | 1.00x | 250 | 1.00x" in text
+    )
+    # The floors themselves: plain ratios (how much of MLServer the libraries alone take).
+    assert (
+        "| floor | libraries alone | 0.80 | 0.40x | - | - | 90 | 0.36x | - | - | digits-svc |"
+        in rows
+    )
+    # Servers with no floor (the bare apps) have no over-floor figures.
+    assert (
+        "| starlette-bare | starlette-bare label | 0.50 | 0.25x | - | - | 50 | 0.20x | - | - |"
+        in text
+    )
+    assert "minus its floor's (`floor`, `floor-mlserver`)" in text
+    assert "divides by mlserver-pw0's over-floor figure." in text
+    # A floor that did not run leaves its servers without over-floor figures.
+    results.startups["floor"] = Startup("floor", "libraries alone", "floor", skipped="failed")
+    text = markdown(results, "mlserver-pw0", ["starlette-bare"])
+    assert "| floor | libraries alone | failed | | | | | | | | |" in text
+    assert "| inferkit | inferkit label | 1.00 | 0.50x | - | - | 100 | 0.40x | - | - |" in text

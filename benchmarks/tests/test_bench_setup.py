@@ -149,3 +149,45 @@ def test_without_uvicorns_extras_the_uvicorn_servers_are_left_out_with_the_reaso
         " (pip install 'uvicorn[standard]')"
     )
     assert set(lineup.OWN_CEILINGS) == set(lineup.UVICORN_SERVERS) <= set(lineup.SERVER_KEYS)
+
+
+def _tiny_artefacts(root: Path) -> None:
+    """Small models of the digits models' kinds, saved as the harness saves them."""
+    joblib = pytest.importorskip("joblib")
+    svm = pytest.importorskip("sklearn.svm")
+    xgboost = pytest.importorskip("xgboost")
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    y = np.arange(10) % 2
+    (root / "digits-svc").mkdir(parents=True)
+    joblib.dump(svm.SVC().fit(x, y), root / "digits-svc" / "model.joblib")
+    (root / "digits-xgb").mkdir()
+    model = xgboost.XGBClassifier(n_estimators=2, max_depth=2).fit(x, y)
+    model.save_model(root / "digits-xgb" / "model.json")
+
+
+def test_the_floor_loads_the_artefacts_says_ready_and_is_measured_then_killed(
+    tmp_path: Path,
+) -> None:
+    from benchlib.lineup import FLOOR, floor_spec
+    from benchlib.servers import measure_floor
+
+    _tiny_artefacts(tmp_path / "artifacts")
+    models = ["sum", "digits-svc", "digits-xgb"]
+    floor = floor_spec(sys.executable, tmp_path / "artifacts", models)
+    assert floor.name == FLOOR and "no server" in floor.label
+    figures = measure_floor(floor, tmp_path / "floor.log", None, 60)
+    assert figures.models == models
+    assert 0 < figures.ready_s < 60
+    # numpy, scikit-learn, SciPy, pandas and xgboost are resident: far more than a bare Python.
+    assert figures.rss > 50 * 1024 * 1024
+    mlserver = floor_spec("python", tmp_path, ["sum"], "1.7.1")
+    assert mlserver.name == "floor-mlserver" and "MLServer 1.7.1's venv" in mlserver.label
+
+
+def test_a_floor_that_cannot_load_an_artefact_fails_with_its_log(tmp_path: Path) -> None:
+    from benchlib.lineup import floor_spec
+    from benchlib.servers import ServerFailed, measure_floor
+
+    floor = floor_spec(sys.executable, tmp_path, ["digits-svc"])
+    with pytest.raises(ServerFailed, match=r"(?s)floor said b''.*model\.joblib"):
+        measure_floor(floor, tmp_path / "floor.log", None, 60)
