@@ -54,11 +54,19 @@ def proto(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """inferkit vs MLServer 1.7.1 vs bare Starlette, in one run (see docs/performance.md).
+    """inferkit (own runner, and embedded under uvicorn) vs MLServer 1.7.1 vs bare Starlette,
+    in one run (see docs/performance.md).
 
     REST load uses ``wrk`` and gRPC load ``h2load`` when they are on PATH (Debian:
     ``apt-get install wrk nghttp2-client``), else Python loaders; ``-- --quick`` is a smoke
     run, ``-- --update-docs`` rewrites docs/performance.md.
     """
-    session.install("-e", ".[all]", "matplotlib>=3.7", "tritonclient[grpc]>=2.40")
+    session.install(
+        "-e",
+        ".[all]",
+        "matplotlib>=3.7",
+        "tritonclient[grpc]>=2.40",
+        # The embedded-under-uvicorn server and the uvicorn ceilings (uvloop + httptools).
+        "uvicorn[standard]>=0.30,<1",
+    )
     session.run("python", "benchmarks/run.py", *session.posargs)

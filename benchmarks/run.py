@@ -1,11 +1,13 @@
 """inferkit against MLServer and the bare framework, in one run: ``python benchmarks/run.py``.
 
 Builds the model repositories in a temporary folder, starts every server pinned to CPU 0 on
-free loopback ports, checks one answer from each, then drives closed-loop load from CPU 1 (REST:
-wrk; gRPC: h2load; Python fallbacks for both) for a fixed duration, scenario by scenario,
-interleaving the servers' runs so that slow drifts of a noisy machine hit them alike. Writes
-``results.md``, ``results.json`` and ``results.png`` into ``benchmarks/results/`` and prints the
-tables; ``--update-docs`` also rewrites the results section of ``docs/performance.md``.
+free loopback ports (inferkit by its own runner and embedded in a Starlette service under
+uvicorn; MLServer; bare apps on hypercorn, uvicorn and grpclib), checks one answer from each,
+then drives closed-loop load from CPU 1 (REST: wrk; gRPC: h2load; Python fallbacks for both) for
+a fixed duration, scenario by scenario, interleaving the servers' runs so that slow drifts of a
+noisy machine hit them alike. Writes ``results.md``, ``results.json`` and ``results.png`` into
+``benchmarks/results/`` and prints the tables; ``--update-docs`` also rewrites the results
+section of ``docs/performance.md``.
 
 The method, and what each figure means, is in ``docs/performance.md``.
 """
@@ -18,6 +20,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -30,9 +33,18 @@ from benchlib.drivers import Driver, drivers
 from benchlib.loaders import LoadError, LoadResult
 from benchlib.mlserver_env import ensure_mlserver
 from benchlib.repositories import build_artifacts
-from benchlib.results import Results, Run, Startup
+from benchlib.results import Results, Run, Startup, median
 from benchlib.scenarios import SCENARIOS, TRANSPORT_NAMES, Request, Scenario, build_requests
-from benchlib.servers import RunningServer, ServerFailed, ServerSpec, start_server, stop_server
+from benchlib.servers import (
+    Floor,
+    FloorFigures,
+    RunningServer,
+    ServerFailed,
+    ServerSpec,
+    measure_floor,
+    start_server,
+    stop_server,
+)
 
 HERE = Path(__file__).resolve().parent
 DOCS_PAGE = HERE.parent / "docs" / "performance.md"
@@ -40,6 +52,8 @@ DOCS_CHART = HERE.parent / "docs" / "performance.png"
 
 #: The MLServer configuration ratios are taken against (the issue's baseline).
 MLSERVER_BASE = "mlserver-pw0"
+#: Runs of each floor (the model libraries alone), interleaved; the table shows the medians.
+FLOOR_RUNS = 3
 #: inferkit's built-in runtime for each model that needs one.
 RUNTIMES = {"digits-svc": "inferkit.runtimes.sklearn", "digits-xgb": "inferkit.runtimes.xgboost"}
 
@@ -115,9 +129,13 @@ class Bench:
         self.scenarios: list[Scenario] = []
         self.drivers: dict[str, Driver] = {}
         self.specs: list[ServerSpec] = []
+        #: The model libraries alone, measured before the servers (start-up figures only).
+        self.floors: list[Floor] = []
         self.running: dict[str, RunningServer] = {}
         #: (server, transport, payload key) -> the answer's marker, once the answer was checked.
         self.markers: dict[tuple[str, str, str], bytes] = {}
+        #: The same keys, for payloads a server is known not to support and refused when tried.
+        self.refused: set[tuple[str, str, str]] = set()
 
     # Preparation ----------------------------------------------------------------------------
 
@@ -134,16 +152,40 @@ class Bench:
         self.results.settings["loader"] = {t: d.loader for t, d in self.drivers.items()}
         self._pick_scenarios(missing)
         wanted = _selected(self.args.servers, lineup.SERVER_KEYS)
+        uvicorn_missing = lineup.uvicorn_missing()
+        if uvicorn_missing is not None and set(wanted) & set(lineup.UVICORN_SERVERS):
+            self.results.note(uvicorn_missing)
+            for key, role in lineup.UVICORN_SERVERS.items():
+                if key in wanted:
+                    self.results.startups[key] = Startup(key, key, role, skipped="not installed")
+            wanted = [key for key in wanted if key not in lineup.UVICORN_SERVERS]
+        version = self.results.machine["packages"]["inferkit"]
+        if {"inferkit", "inferkit-uvicorn"} & set(wanted):
+            self._add_floor(lineup.floor_spec(sys.executable, self.work / "artifacts", models))
         if "inferkit" in wanted:
-            version = self.results.machine["packages"]["inferkit"]
             self.specs.append(lineup.inferkit_spec(self.work, models, version))
+        if "inferkit-uvicorn" in wanted:
+            self.specs.append(lineup.embedded_spec(self.work, models, version))
         self.specs += self._mlserver_specs(models, [k for k in wanted if k.startswith("mlserver")])
         if "starlette-bare" in wanted:
             self.specs.append(lineup.bare_spec(self.work, self.requests))
         if "starlette-v2" in wanted:
             self.specs.append(lineup.minimal_v2_spec())
+        if "uvicorn-bare" in wanted:
+            self.specs.append(lineup.bare_spec(self.work, self.requests, server="uvicorn"))
+        if "uvicorn-v2" in wanted:
+            self.specs.append(lineup.minimal_v2_spec(server="uvicorn"))
         if "grpclib-bare" in wanted and "grpc" in self.drivers:
             self.specs.append(lineup.bare_grpc_spec(self.work, self.requests))
+
+    def _add_floor(self, floor: Floor) -> None:
+        """Measure ``floor`` at start-up, unless there is no artefact to load."""
+        if any(model != "sum" for model in floor.models):
+            self.floors.append(floor)
+            return
+        why = "no artefact was built"
+        self.results.startups[floor.name] = Startup(floor.name, floor.label, "floor", skipped=why)
+        self.results.note(f"{floor.name} skipped: {why} (no over-floor figures against it)")
 
     def _digits_models(self, built: dict[str, Any]) -> list[str]:
         models = []
@@ -170,6 +212,8 @@ class Bench:
                 continue
             self.scenarios.append(scenario)
             self.results.scenario_labels[scenario.key] = scenario.label()
+            if scenario.mlserver_fallback is not None:
+                self.results.mlserver_fallback[scenario.key] = scenario.mlserver_fallback
 
     def _mlserver_specs(self, models: list[str], keys: list[str]) -> list[ServerSpec]:
         if not keys:
@@ -193,14 +237,17 @@ class Bench:
         if missing:
             self.results.note(f"MLServer's venv could not build {', '.join(missing)} (see {log})")
         served = [m for m in models if m not in missing]
+        self._add_floor(lineup.floor_spec(str(env.python), out, served, env.version))
         return [lineup.mlserver_spec(self.work, env, key, served, expected) for key in keys]
 
     # Servers ------------------------------------------------------------------------------
 
     def start_all(self) -> None:
-        """Start each server alone (the others idle), take its idle RSS, check its answers."""
+        """Measure the floors, then start each server alone (the others idle), take its idle
+        RSS, check its answers."""
+        self._measure_floors()
         for spec in self.specs:
-            startup = Startup(spec.name, spec.label, spec.role)
+            startup = Startup(spec.name, spec.label, spec.role, floor=spec.floor)
             self.results.startups[spec.name] = startup
             log = self.logs / f"{spec.name}.log"
             try:
@@ -219,15 +266,46 @@ class Bench:
             startup.idle_rss = procstats.rss(running.pids())
             self._verify_all(running)
 
+    def _measure_floors(self) -> None:
+        """Each floor FLOOR_RUNS times, interleaved; the medians (one sample is noisy)."""
+        samples: dict[str, list[FloorFigures]] = {floor.name: [] for floor in self.floors}
+        for _ in range(FLOOR_RUNS):
+            for floor in self.floors:
+                startup = self.results.startups.setdefault(
+                    floor.name, Startup(floor.name, floor.label, "floor")
+                )
+                if startup.skipped is not None:
+                    continue
+                log = self.logs / f"{floor.name}.log"
+                try:
+                    figures = measure_floor(floor, log, self.server_cpu, self.args.ready_timeout)
+                except (ServerFailed, OSError) as exc:
+                    startup.skipped = "failed"
+                    self.results.note(f"{floor.name} failed (log: {log}): {exc}")
+                    continue
+                samples[floor.name].append(figures)
+                startup.models = figures.models
+                startup.ready_s = median([f.ready_s for f in samples[floor.name]])
+                startup.idle_rss = int(statistics.median([f.rss for f in samples[floor.name]]))
+        if self.floors:
+            self.results.settings["floor_runs"] = FLOOR_RUNS
+
     def _verify_all(self, running: RunningServer) -> None:
         for scenario in self.scenarios:
             key = _marker_key(running, scenario)
-            if key in self.markers or not self._serves(running, scenario):
+            if key in self.markers or key in self.refused or not self._serves(running, scenario):
                 continue
             try:
                 self.markers[key] = self._verify(running, scenario)
             except (AnswerError, OSError) as exc:
-                self.results.note(f"{running.spec.name} answered {scenario.payload} wrongly: {exc}")
+                name, payload = running.spec.name, scenario.payload
+                reason = running.spec.unsupported.get(payload)
+                if reason is None:
+                    self.results.note(f"{name} answered {payload} wrongly: {exc}")
+                else:
+                    # Known not to support it, and it did not: its rows say "not supported".
+                    self.refused.add(key)
+                    self.results.note(f"{name} does not support {payload} ({reason}); tried: {exc}")
 
     def _verify(self, running: RunningServer, scenario: Scenario) -> bytes:
         request = self.requests[scenario.payload]
@@ -265,8 +343,11 @@ class Bench:
             if not self._serves(running, scenario):
                 continue
             cell = self.results.cell(scenario.key, name)
-            if _marker_key(running, scenario) in self.markers:
+            key = _marker_key(running, scenario)
+            if key in self.markers:
                 servers.append(running)
+            elif key in self.refused:
+                cell.skipped = "not supported"
             else:
                 cell.skipped = "wrong answer (see notes)"
         return servers
@@ -323,7 +404,8 @@ def write_outputs(bench: Bench) -> None:
     mlserver = next((k for k in (MLSERVER_BASE, "mlserver") if k in bench.running), None)
     if mlserver not in (None, MLSERVER_BASE):
         results.note("Ratios are against MLServer's defaults (parallel_workers 0 did not run).")
-    tables = report.markdown(results, mlserver, [k for k in lineup.CEILINGS if k in bench.running])
+    ceilings = [k for k in lineup.CEILINGS if k in bench.running]
+    tables = report.markdown(results, mlserver, ceilings, lineup.OWN_CEILINGS)
     header = report.header(results)
     (out / "results.md").write_text(f"# Benchmark results\n\n{header}\n\n{tables}")
     (out / "results.json").write_text(json.dumps(results.to_json(), indent=2, default=str))

@@ -85,7 +85,7 @@ def _start(args: argparse.Namespace) -> int:
 
     configure_logging(settings, level=args.log_level)
     if ignored:
-        # Real MLServer repositories carry kafka, tracing, cache... settings: serve anyway.
+        # Real MLServer repositories carry kafka, cache... settings: serve anyway.
         log.warning("Ignoring settings inferkit does not implement: %s", ", ".join(ignored))
     # With no model folder, MLSERVER_MODEL_* variables describe the one model (as in MLServer).
     repository = ModelRepository(settings.model_repository_root, environ)

@@ -457,14 +457,16 @@ class RequestMetrics:
 
     def __init__(self, store: MetricStore, transport: str, labelnames: Sequence[str]) -> None:
         labels = tuple(labelnames)
+        # The families themselves: the label values come from transport code, so the checks
+        # (and the two objects) of ``labels()`` are not paid on every request.
         self._requests = store.counter(
             f"inferkit_{transport}_requests_total", f"{transport} requests answered", labels
-        )
+        )._family
         self._duration = store.histogram(
             f"inferkit_{transport}_request_duration_seconds",
             f"Seconds from a {transport} request to its answer",
             labels,
-        )
+        )._family
         in_flight = store.gauge(
             "inferkit_requests_in_flight", "Requests being answered now", ("transport",)
         )
@@ -478,8 +480,8 @@ class RequestMetrics:
     def finished(self, started: float, *labelvalues: str) -> None:
         """Count a request that :meth:`started` at ``started`` as answered."""
         self._in_flight.dec()
-        self._requests.labels(*labelvalues).inc()
-        self._duration.labels(*labelvalues).observe(time.perf_counter() - started)
+        self._requests.add(labelvalues, 1.0)
+        self._duration.observe(labelvalues, time.perf_counter() - started)
 
 
 def _key(name: str, kind: Kind) -> str:

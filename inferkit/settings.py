@@ -79,6 +79,9 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     inference_timeout: float | None = None
     #: Seconds in-flight requests get to finish on SIGTERM/SIGINT before the server stops.
     graceful_shutdown_timeout: float = 30.0
+    #: ``host:port`` of an OpenTelemetry collector (OTLP over gRPC, plaintext), as in MLServer.
+    #: Set, the runner traces every inference request (needs the ``otel`` extra).
+    tracing_server: str | None = None
 
 
 class ModelParameters(msgspec.Struct, kw_only=True, omit_defaults=True):

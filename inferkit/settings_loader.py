@@ -5,7 +5,7 @@ work unchanged:
 
 - ``settings.json`` and ``model-settings.json`` are decoded in *lax* mode, as pydantic does:
   ``"debug": "true"`` is ``True`` and ``"http_port": "9080"`` is ``9080``.
-- Fields inferkit does not implement (``kafka_enabled``, ``tracing_server``, ``warm_workers``, ...)
+- Fields inferkit does not implement (``kafka_enabled``, ``cache_enabled``, ``warm_workers``, ...)
   are accepted and reported through the ``ignored`` list, so the caller can log them once.
 - Server settings are overridden by ``INFERKIT_<FIELD>`` and, for drop-in use,
   ``MLSERVER_<FIELD>`` environment variables (``INFERKIT_`` wins). Lists, dicts and nested

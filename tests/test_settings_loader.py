@@ -124,7 +124,7 @@ def test_unknown_fields_are_reported_not_rejected(tmp_path: Path) -> None:
         {
             "kafka_enabled": False,
             "http_port": 9080,
-            "tracing_server": None,
+            "cache_enabled": True,
             "cors_settings": {"allow_origins": ["*"], "allow_private_network": True},
             "environments_dir": "/tmp/envs",
         },
@@ -136,10 +136,36 @@ def test_unknown_fields_are_reported_not_rejected(tmp_path: Path) -> None:
     assert settings.http_port == 9080
     assert ignored == [
         "kafka_enabled",
-        "tracing_server",
+        "cache_enabled",
         "cors_settings.allow_private_network",
         "environments_dir",
     ]
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "file-collector:4317"),
+        ({"MLSERVER_TRACING_SERVER": "mlserver-collector:4317"}, "mlserver-collector:4317"),
+        (
+            {
+                "MLSERVER_TRACING_SERVER": "a:1",
+                "INFERKIT_TRACING_SERVER": "inferkit-collector:4317",
+            },
+            "inferkit-collector:4317",
+        ),
+    ],
+)
+def test_tracing_server_is_a_setting(
+    tmp_path: Path, environ: dict[str, str], expected: str
+) -> None:
+    write(tmp_path / "settings.json", {"tracing_server": "file-collector:4317"})
+    ignored: list[str] = []
+
+    settings = load_settings(tmp_path, environ, ignored=ignored)
+
+    assert (settings.tracing_server, ignored) == (expected, [])
+    assert load_settings(None, {}).tracing_server is None
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,20 @@
 """The bare-framework servers the results are compared with: ``python bare.py KIND --port P``.
 
-Both are Starlette on hypercorn, run the way ``inferkit.runner`` runs its REST app (uvloop when
-installed, no access log, the same keep-alive), with the V2 infer route shape
+Both are Starlette, on hypercorn by default, run the way ``inferkit.runner`` runs its REST app
+(uvloop when installed, no access log, the same keep-alive), with the V2 infer route shape
 ``/v2/models/{name}/infer``:
 
 - ``fixed``: reads the whole request body and returns a fixed reply (from ``--replies``, the
-  correct answer for each model, so the harness's answer check passes). No decoding at all: the
-  ceiling of our REST stack.
+  correct answer for each payload, so the harness's answer check passes). No decoding at all: the
+  ceiling of our REST stack, for a JSON body as for a binary-extension one (it never looks at
+  the bytes, so a 4 MB binary body costs it only the reading).
 - ``v2``: a minimal V2 infer path for the ``sum`` model: msgspec decode into a two-Struct schema,
   numpy sum, msgspec encode. What a hand-written endpoint costs, without validation of
   datatypes or shapes, content types, versions, errors, events or anything else inferkit does.
+  JSON only: it does not support the binary extension.
+
+``--server uvicorn`` serves the same app with uvicorn instead (uvloop, httptools, one worker,
+no access log, the same keep-alive), as ``embedded.py`` serves inferkit: the uvicorn ceiling.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["fixed_app", "main", "minimal_v2_app"]
+__all__ = ["fixed_app", "main", "minimal_v2_app", "serve_uvicorn"]
 
 
 class _Input(msgspec.Struct):
@@ -100,15 +105,32 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def serve_uvicorn(app: Any, port: int) -> None:
+    """Serve ``app`` with uvicorn on 127.0.0.1 until SIGTERM/SIGINT: uvloop, httptools, one
+    worker, lifespan on, no access log, keep-alive as ``inferkit.runner``'s."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=75,
+    )
+    uvicorn.Server(config).run()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve the chosen app on 127.0.0.1 until killed."""
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind", choices=["fixed", "v2"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--replies", help="JSON file: model name -> reply JSON (for fixed)")
+    parser.add_argument("--server", choices=["hypercorn", "uvicorn"], default="hypercorn")
     args = parser.parse_args(argv)
     if args.kind == "fixed":
         with open(args.replies, encoding="utf-8") as file:
@@ -116,6 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         app = fixed_app({name: json.dumps(reply).encode() for name, reply in replies.items()})
     else:
         app = minimal_v2_app()
+    if args.server == "uvicorn":
+        serve_uvicorn(app, args.port)
+        return
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
     config = Config()
     config.bind = [f"127.0.0.1:{args.port}"]
     config.accesslog = None

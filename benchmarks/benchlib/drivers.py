@@ -51,7 +51,7 @@ class Driver(Protocol):
 
 
 class RestDriver:
-    """V2 REST: ``POST /v2/models/{model}/infer`` with a JSON body, by wrk or ``pyload``."""
+    """V2 REST: ``POST /v2/models/{model}/infer`` (JSON or binary body), by wrk or ``pyload``."""
 
     def __init__(self, work_dir: Path, use_wrk: bool, loader: str) -> None:
         self.work_dir = work_dir
@@ -64,9 +64,8 @@ class RestDriver:
 
     def verify(self, server: RunningServer, request: Request, expected: Sequence[float]) -> bytes:
         """One real exchange; the full answer is parsed and compared."""
-        status, body = exchange(
-            server.spec.ports.http, "POST", self._path(server, request), request.body
-        )
+        port, path = server.spec.ports.http, self._path(server, request)
+        status, body = exchange(port, "POST", path, request.body, headers=request.headers)
         if status != 200:
             raise AnswerError(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
         check_answer(body, expected, request.rtol)
@@ -91,13 +90,15 @@ class RestDriver:
             concurrency=scenario.concurrency,
             duration_s=duration_s,
             timeout_s=scenario.timeout_s,
+            headers=request.headers,
         )
         return run_load(target, self.work_dir, cpu, self.use_wrk)
 
     def _body_file(self, request: Request) -> Path:
         key = request.payload.key
         if key not in self._bodies:
-            path = self.work_dir / f"body-{key}.json"
+            suffix = "bin" if request.payload.binary else "json"
+            path = self.work_dir / f"body-{key}.{suffix}"
             path.write_bytes(request.body)
             self._bodies[key] = path
         return self._bodies[key]

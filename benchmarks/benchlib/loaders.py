@@ -11,7 +11,8 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -44,6 +45,8 @@ class LoadTarget:
     concurrency: int
     duration_s: int
     timeout_s: float
+    #: Request headers besides Host and Content-Length (the binary extension needs its own).
+    headers: Mapping[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,20 @@ def lua_string(data: bytes) -> str:
     return '"' + "".join(f"\\{byte:03d}" for byte in data) + '"'
 
 
-def wrk_script(body_file: Path, marker: bytes) -> str:
-    """The wrk Lua script: POST the body, check each answer, print ``BENCH_RESULT``."""
+def wrk_script(body_file: Path, marker: bytes, headers: Mapping[str, str] | None = None) -> str:
+    """The wrk Lua script: POST the body, check each answer, print ``BENCH_RESULT``.
+
+    ``headers`` default to a JSON ``Content-Type``; wrk adds Host and Content-Length.
+    """
+    if headers is None:
+        headers = {"Content-Type": "application/json"}
+    lines = "".join(
+        f"wrk.headers[{lua_string(name.encode())}] = {lua_string(value.encode())}\n"
+        for name, value in headers.items()
+    )
     return f"""\
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local file = assert(io.open({lua_string(str(body_file).encode())}, "rb"))
+{lines}local file = assert(io.open({lua_string(str(body_file).encode())}, "rb"))
 wrk.body = file:read("*a")
 file:close()
 local marker = {lua_string(marker)}
@@ -146,7 +157,7 @@ def run_load(target: LoadTarget, work_dir: Path, cpu: int | None, use_wrk: bool)
     """Drive ``target`` for its duration with wrk (or the fallback) pinned to ``cpu``."""
     if use_wrk:
         script = work_dir / "load.lua"
-        script.write_text(wrk_script(target.body_file, target.marker))
+        script.write_text(wrk_script(target.body_file, target.marker, target.headers))
         command = [
             "wrk",
             "-t1",
@@ -171,6 +182,7 @@ def run_load(target: LoadTarget, work_dir: Path, cpu: int | None, use_wrk: bool)
             f"--concurrency={target.concurrency}",
             f"--duration={target.duration_s}",
             f"--timeout={target.timeout_s}",
+            *(f"--header={name}: {value}" for name, value in target.headers.items()),
         ]
     try:
         done = subprocess.run(

@@ -18,6 +18,8 @@ PACKAGES = (
     "numpy",
     "starlette",
     "hypercorn",
+    "uvicorn",
+    "httptools",
     "uvloop",
     "scikit-learn",
     "xgboost",

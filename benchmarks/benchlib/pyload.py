@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Tally", "main", "read_response"]
+__all__ = ["Tally", "main", "post_request", "read_response"]
 
 
 @dataclass
@@ -57,6 +57,17 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
             chunks.append((await reader.readexactly(size + 2))[:-2])
     length = int(headers.get("content-length", "0"))
     return status, await reader.readexactly(length), keep_alive
+
+
+def post_request(
+    host: str, port: int, path: str, headers: Sequence[str] | None, body: bytes
+) -> bytes:
+    """The whole HTTP/1.1 POST: ``headers`` as ``Name: value`` lines (default: JSON's
+    ``Content-Type``), then Content-Length and the body."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}"]
+    lines += headers or ["Content-Type: application/json"]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 async def _connection(
@@ -101,11 +112,7 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
         body = file.read()
     with open(args.marker_file, "rb") as file:
         marker = file.read()
-    head = (
-        f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    request = head.encode() + body
+    request = post_request(args.host, args.port, args.path, args.header, body)
     tally = Tally()
     start = time.monotonic()
     deadline = start + args.duration
@@ -144,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--max-requests", type=int, default=2_000_000)
+    parser.add_argument(
+        "--header",
+        action="append",
+        help="'Name: value', repeatable (default: Content-Type: application/json)",
+    )
     args = parser.parse_args(argv)
     try:
         import uvloop

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .results import Cell, Results
+from .results import Cell, Results, Startup
 from .scenarios import TRANSPORT_NAMES
 
 __all__ = ["header", "markdown", "write_chart"]
@@ -19,6 +19,7 @@ _COLOURS = {
     "baseline": "#ff7f0e",
     "ceiling": "#7f7f7f",
     "reference": "#2ca02c",
+    "floor": "#c7c7c7",
 }
 
 
@@ -38,10 +39,14 @@ def _mb(value: int | None) -> str:
     return "-" if not value else f"{value / _MB:,.0f}"
 
 
-def _ratio(value: float | None, base: float | None) -> str:
+#: Marks a *vs MLServer* ratio taken against another scenario's MLServer figure.
+FALLBACK_MARK = "\u2020"
+
+
+def _ratio(value: float | None, base: float | None, mark: str = "") -> str:
     if value is None or not base:
         return "-"
-    return f"{value / base:.2f}x"
+    return f"{value / base:.2f}x{mark}"
 
 
 def _base(results: Results, scenario: str, server: str | None) -> float | None:
@@ -51,6 +56,25 @@ def _base(results: Results, scenario: str, server: str | None) -> float | None:
     return cell.rps if cell is not None else None
 
 
+def _mlserver_base(
+    results: Results, scenario: str, mlserver: str | None
+) -> tuple[float | None, str | None]:
+    """MLServer's requests/s for ``scenario``, and the other scenario it came from if any.
+
+    When MLServer did not run ``scenario`` (the binary extension), the figure is its figure in
+    the scenario's fallback (the same tensor as JSON), as the targets compare them.
+    """
+    rps = _base(results, scenario, mlserver)
+    if rps:
+        return rps, None
+    other = results.mlserver_fallback.get(scenario)
+    if other is not None:
+        rps = _base(results, other, mlserver)
+        if rps:
+            return rps, other
+    return None, None
+
+
 def _ceiling(results: Results, scenario: str, ceilings: Sequence[str]) -> float | None:
     """The requests/s of the first of ``ceilings`` that ran ``scenario``."""
     for server in ceilings:
@@ -58,6 +82,10 @@ def _ceiling(results: Results, scenario: str, ceilings: Sequence[str]) -> float 
         if rps:
             return rps
     return None
+
+
+def _possessive(servers: Sequence[str]) -> str:
+    return " or ".join(f"{name}'s" for name in servers)
 
 
 def header(results: Results) -> str:
@@ -89,14 +117,33 @@ def header(results: Results) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: Results, mlserver: str | None, ceilings: Sequence[str]) -> str:
+def markdown(
+    results: Results,
+    mlserver: str | None,
+    ceilings: Sequence[str],
+    own_ceilings: Mapping[str, Sequence[str]] | None = None,
+) -> str:
     """The results as markdown: throughput table, start-up table and notes.
 
-    *vs bare* divides by the first of ``ceilings`` that ran the scenario (one per transport).
+    *vs bare* divides by the first of ``ceilings`` that ran the scenario (one per transport),
+    or, for a server in ``own_ceilings``, by the first of its own (uvicorn's, for the servers
+    on uvicorn).
     """
+    own = dict(own_ceilings or {})
     bases = [f"{mlserver}'s"] if mlserver else []
-    if ceilings:
-        bases.append(" or ".join(f"{name}'s" for name in ceilings))
+    bare = _possessive(ceilings)
+    ran = {server for _, server in results.cells}
+    by_ceiling: dict[tuple[str, ...], list[str]] = {}
+    for server, theirs in own.items():
+        if server in ran:
+            by_ceiling.setdefault(tuple(theirs), []).append(server)
+    exceptions = "; ".join(
+        f"{', '.join(servers)}: {_possessive(theirs)}" for theirs, servers in by_ceiling.items()
+    )
+    if exceptions:
+        bare = f"{bare} ({exceptions})" if bare else exceptions
+    if bare:
+        bases.append(bare)
     lines = [
         "Requests/s, latency and server CPU are medians over the runs; errors are summed"
         " (failed / completed requests); ratios divide requests/s by "
@@ -108,10 +155,25 @@ def markdown(results: Results, mlserver: str | None, ceilings: Sequence[str]) ->
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     previous = None
+    fallbacks: dict[str, str] = {}
     for (scenario, server), cell in results.cells.items():
         shown = results.scenario_labels[scenario] if scenario != previous else ""
         previous = scenario
-        lines.append(_cell_row(results, cell, shown, server, mlserver, ceilings))
+        theirs = own.get(server, ceilings)
+        lines.append(_cell_row(results, cell, shown, server, mlserver, theirs))
+        if cell.skipped is None:
+            other = _mlserver_base(results, scenario, mlserver)[1]
+            if other is not None:
+                fallbacks[scenario] = other
+    for scenario, other in fallbacks.items():
+        skipped = results.cells.get((scenario, mlserver or ""))
+        why = f" ({skipped.skipped})" if skipped is not None and skipped.skipped else ""
+        lines += [
+            "",
+            f"{FALLBACK_MARK} {results.scenario_labels[scenario]}: *vs MLServer* divides by"
+            f" {mlserver}'s requests/s in {results.scenario_labels.get(other, other)}; {mlserver}"
+            f" did not run this scenario{why}.",
+        ]
     lines += ["", *_startup_table(results, mlserver)]
     if results.notes:
         lines += ["", "Notes:", "", *(f"- {note}" for note in results.notes)]
@@ -128,13 +190,13 @@ def _cell_row(
 ) -> str:
     if cell.skipped is not None:
         return f"| {scenario} | {server} | {cell.skipped} | | | | | | | |"
-    ml = _base(results, cell.scenario, mlserver)
+    ml, other = _mlserver_base(results, cell.scenario, mlserver)
     ceiling = _ceiling(results, cell.scenario, ceilings)
     cells = [
         scenario,
         server,
         _rate(cell.rps),
-        _ratio(cell.rps, ml),
+        _ratio(cell.rps, ml, FALLBACK_MARK if other else ""),
         _ratio(cell.rps, ceiling),
         _ms(cell.p50_ms),
         _ms(cell.p99_ms),
@@ -145,29 +207,78 @@ def _cell_row(
     return "| " + " | ".join(cells) + " |"
 
 
+def _over(value: float | None, floor: float | None) -> float | None:
+    return value - floor if value is not None and floor is not None else None
+
+
+def _floor_of(results: Results, startup: Startup | None) -> Startup | None:
+    """The floor row ``startup`` is read against, if it was measured."""
+    if startup is None or startup.floor is None:
+        return None
+    floor = results.startups.get(startup.floor)
+    return floor if floor is not None and floor.skipped is None else None
+
+
+def _over_floor(results: Results, startup: Startup | None) -> tuple[float | None, float | None]:
+    """Start-to-ready seconds and idle RSS bytes above the server's floor (None: no floor)."""
+    floor = _floor_of(results, startup)
+    if startup is None or floor is None:
+        return None, None
+    rss = float(startup.idle_rss) if startup.idle_rss else None
+    floor_rss = float(floor.idle_rss) if floor.idle_rss else None
+    return _over(startup.ready_s, floor.ready_s), _over(rss, floor_rss)
+
+
+def _signed(value: float | None, digits: int, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value / scale:+,.{digits}f}"
+
+
+def _over_ratio(value: float | None, base: float | None) -> str:
+    # A base at or below its floor (noise) gives no meaningful ratio.
+    if value is None or base is None or base <= 0:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
 def _startup_table(results: Results, mlserver: str | None) -> list[str]:
     base = results.startups.get(mlserver) if mlserver else None
+    base_ready, base_rss = _over_floor(results, base)
+    floors = {s.floor for s in results.startups.values() if s.floor and s.skipped is None}
     lines = [
-        "| Server | what it is | start to ready s | vs MLServer | idle RSS MB | vs MLServer "
-        "| models |",
-        "|---|---|--:|--:|--:|--:|---|",
+        "Start-up and idle memory. A *floor* row is the model libraries alone: the same"
+        " interpreter imports them and loads the same artefacts, no server (`floor.py`)."
+        " *over floor* is a server's figure minus its floor's ("
+        + (", ".join(f"`{f}`" for f in sorted(floors)) or "none measured")
+        + "), what the server itself adds; its *vs MLServer* divides by "
+        + (f"{mlserver}'s over-floor figure." if mlserver else "nothing (no baseline ran)."),
+        "",
+        "| Server | what it is | start to ready s | vs MLServer | over floor s | vs MLServer "
+        "| idle RSS MB | vs MLServer | over floor MB | vs MLServer | models |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for startup in results.startups.values():
         if startup.skipped is not None:
-            lines.append(f"| {startup.server} | {startup.label} | {startup.skipped} | | | | |")
+            lines.append(
+                f"| {startup.server} | {startup.label} | {startup.skipped} | | | | | | | | |"
+            )
             continue
         models = ", ".join(startup.models) or "-"
         if startup.failed:
             models += " (failed: " + ", ".join(sorted(startup.failed)) + ")"
         ready = f"{startup.ready_s:.2f}" if startup.ready_s is not None else "-"
         idle = float(startup.idle_rss) if startup.idle_rss else None
+        over_ready, over_rss = _over_floor(results, startup)
         cells = [
             startup.server,
             startup.label,
             ready,
             _ratio(startup.ready_s, base.ready_s if base else None),
+            _signed(over_ready, 2),
+            _over_ratio(over_ready, base_ready),
             _mb(startup.idle_rss),
             _ratio(idle, float(base.idle_rss) if base and base.idle_rss else None),
+            _signed(over_rss, 0, _MB),
+            _over_ratio(over_rss, base_rss),
             models,
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -189,11 +300,17 @@ def write_chart(results: Results, path: Path, mlserver: str | None, title: str) 
     flat = list(axes.ravel())
     for axis, scenario in zip(flat, scenarios, strict=False):
         cells = [c for (s, _), c in results.cells.items() if s == scenario and c.rps]
-        base = _base(results, scenario, mlserver)
+        base, other = _mlserver_base(results, scenario, mlserver)
+        mark = FALLBACK_MARK if other else ""
         values = [c.rps or 0.0 for c in cells]
-        notes = [f"{_rate(v)}/s" + (f"  {v / base:.2f}x MLS" if base else "") for v in values]
+        notes = [f"{_rate(v)}/s" + (f"  {v / base:.2f}x MLS{mark}" if base else "") for v in values]
         _bars(axis, results, [c.server for c in cells], values, notes)
-        axis.set_title(results.scenario_labels[scenario] + " - requests/s", fontsize=9)
+        heading = results.scenario_labels[scenario] + " - requests/s"
+        if other is not None:
+            heading += (
+                f"\n{mark} MLServer's figure from {results.scenario_labels.get(other, other)}"
+            )
+        axis.set_title(heading, fontsize=9)
     startups = [s for s in results.startups.values() if s.ready_s is not None]
     ready = [s.ready_s or 0.0 for s in startups]
     _bars(
@@ -203,7 +320,11 @@ def write_chart(results: Results, path: Path, mlserver: str | None, title: str) 
         ready,
         [f"{v:.2f} s" for v in ready],
     )
-    flat[len(scenarios)].set_title("start to ready, s (lower is better)", fontsize=9)
+    _floor_lines(flat[len(scenarios)], startups, lambda s: s.ready_s or 0.0)
+    flat[len(scenarios)].set_title(
+        "start to ready, s (lower is better; dashed: floor, the model libraries alone)",
+        fontsize=9,
+    )
     idle = [(s.idle_rss or 0) / _MB for s in startups]
     _bars(
         flat[len(scenarios) + 1],
@@ -212,13 +333,23 @@ def write_chart(results: Results, path: Path, mlserver: str | None, title: str) 
         idle,
         [f"{v:,.0f} MB" for v in idle],
     )
-    flat[len(scenarios) + 1].set_title("idle RSS, MB (lower is better)", fontsize=9)
+    _floor_lines(flat[len(scenarios) + 1], startups, lambda s: (s.idle_rss or 0) / _MB)
+    flat[len(scenarios) + 1].set_title(
+        "idle RSS, MB (lower is better; dashed: floor, the model libraries alone)", fontsize=9
+    )
     for axis in flat[panels:]:
         axis.set_visible(False)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0, 1, 0.985))  # room for the title above the first row
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _floor_lines(axis: Any, startups: list[Startup], value: Callable[[Startup], float]) -> None:
+    """A dashed vertical line at each floor's figure."""
+    for startup in startups:
+        if startup.role == "floor":
+            axis.axvline(value(startup), color="#7f7f7f", linestyle="--", linewidth=0.8)
 
 
 def _ran(results: Results, scenario: str) -> bool:

@@ -99,6 +99,8 @@ class Startup:
     models: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: str | None = None
+    #: The key of the floor row (the model libraries alone) its *over floor* figures subtract.
+    floor: str | None = None
 
 
 @dataclass
@@ -114,6 +116,9 @@ class Results:
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     #: Scenario key -> its human label.
     scenario_labels: dict[str, str] = field(default_factory=dict)
+    #: Scenario key -> the scenario whose MLServer figure its *vs MLServer* ratio divides by
+    #: when MLServer did not run it (the binary extension: MLServer's JSON row).
+    mlserver_fallback: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -156,6 +161,7 @@ class Results:
             "settings": self.settings,
             "startups": [vars(startup) for startup in self.startups.values()],
             "scenarios": self.scenario_labels,
+            "mlserver_fallback": self.mlserver_fallback,
             "cells": cells,
             "notes": self.notes,
         }

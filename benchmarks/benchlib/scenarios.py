@@ -5,6 +5,12 @@ that has the payload's model and speaks the transport runs it, when the transpor
 here (see ``drivers.drivers``; without one its rows are skipped with a note). A request carries
 its tensor as well as its V2 JSON body, so the gRPC driver builds its protobuf message from the
 same numbers.
+
+One payload uses Triton's binary tensor data extension (``inferkit.transports.binary``): the
+body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the tensor's raw
+little-endian bytes, the input carrying ``parameters.binary_data_size``, exactly as
+``tritonclient.http`` builds it. It asks for its output as JSON (``binary_data: false``), so
+its answer is checked like every other one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ __all__ = [
     "Payload",
     "Request",
     "Scenario",
+    "binary_body",
     "build_requests",
 ]
 
@@ -34,6 +41,10 @@ LARGE_ELEMENTS = 1_000_000
 #: Every request has one FP32 input of this name.
 INPUT_NAME = "x"
 INPUT_DATATYPE = "FP32"
+#: The sum model's output, requested by name (as JSON) in the binary request.
+OUTPUT_NAME = "total"
+#: The header of the binary extension: where the JSON part of the body ends.
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 @dataclass(frozen=True)
@@ -45,13 +56,20 @@ class Payload:
     label: str
     #: Over gRPC, send the tensor as ``raw_input_contents`` (else typed ``contents``).
     grpc_raw: bool = False
+    #: Over REST, send the tensor with the binary data extension (else as V2 JSON).
+    binary: bool = False
+
+
+def _json_headers() -> dict[str, str]:
+    return {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
 class Request:
-    """One prepared request: its V2 JSON body and the answer every server must give."""
+    """One prepared request: its REST body and the answer every server must give."""
 
     payload: Payload
+    #: The V2 JSON body, or the binary extension's body (see ``headers``).
     body: bytes
     #: The first output's data, flattened.
     expected: tuple[float, ...]
@@ -59,6 +77,8 @@ class Request:
     rtol: float = 0.0
     #: The input tensor (FP32, with its shape); the JSON body holds the same values.
     tensor: np.ndarray[Any, np.dtype[np.float32]] | None = field(default=None, compare=False)
+    #: The REST request's headers besides Host and Content-Length.
+    headers: Mapping[str, str] = field(default_factory=_json_headers)
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,9 @@ class Scenario:
     concurrency: int
     #: A request slower than this counts as an error (timeout).
     timeout_s: float = 10.0
+    #: The scenario whose MLServer figure the *vs MLServer* ratio divides by when MLServer
+    #: cannot run this one (it has no binary extension: compared with its JSON row).
+    mlserver_fallback: str | None = None
 
     def label(self) -> str:
         """``REST sum [1,16] FP32, c=32``."""
@@ -87,6 +110,7 @@ PAYLOADS: Mapping[str, Payload] = {
         Payload("digits-svc", "digits-svc", "digits SVC [1,64] FP32"),
         Payload("digits-xgb", "digits-xgb", "digits XGBoost [1,64] FP32"),
         Payload("sum-1m", "sum", "sum [1,1000000] FP32", grpc_raw=True),
+        Payload("sum-1m-binary", "sum", "sum [1,1000000] FP32 binary", binary=True),
     )
 }
 
@@ -97,6 +121,16 @@ SCENARIOS: Sequence[Scenario] = (
     Scenario("rest-xgb-c32", "rest", "digits-xgb", 32),
     # About 19 MB of JSON per request: a few in flight keep one server CPU busy.
     Scenario("rest-sum1m-c4", "rest", "sum-1m", 4, timeout_s=60.0),
+    # The same tensor with the binary extension: 4,000,000 raw bytes behind a small JSON header.
+    # MLServer has no binary extension: its ratio is against MLServer's JSON row above.
+    Scenario(
+        "rest-sum1m-bin-c4",
+        "rest",
+        "sum-1m-binary",
+        4,
+        timeout_s=60.0,
+        mlserver_fallback="rest-sum1m-c4",
+    ),
     # gRPC: the same payloads, typed `contents` except the large one (raw_input_contents, about
     # 4 MB per request).
     Scenario("grpc-sum16-c1", "grpc", "sum-16", 1),
@@ -115,13 +149,33 @@ def _v2_body(tensor: np.ndarray[Any, np.dtype[np.float32]]) -> bytes:
     return json.dumps(request, separators=(",", ":")).encode()
 
 
+def binary_body(tensor: np.ndarray[Any, np.dtype[np.float32]]) -> tuple[bytes, int]:
+    """The binary extension's body for ``tensor`` and the length of its JSON header.
+
+    The same bytes as ``tritonclient.http`` sends for one binary FP32 input with the output
+    ``total`` requested as JSON (``InferRequestedOutput("total", binary_data=False)``).
+    """
+    raw = np.ascontiguousarray(tensor, dtype="<f4").tobytes()
+    tensor_input = {"name": INPUT_NAME, "shape": list(tensor.shape), "datatype": INPUT_DATATYPE}
+    request = {
+        "inputs": [{**tensor_input, "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": OUTPUT_NAME, "parameters": {"binary_data": False}}],
+    }
+    header = json.dumps(request, separators=(",", ":")).encode()
+    return header + raw, len(header)
+
+
 def _request(
     key: str,
     tensor: np.ndarray[Any, np.dtype[np.float32]],
     expected: Sequence[float],
     rtol: float = 0.0,
 ) -> Request:
-    return Request(PAYLOADS[key], _v2_body(tensor), tuple(expected), rtol, tensor)
+    if not PAYLOADS[key].binary:
+        return Request(PAYLOADS[key], _v2_body(tensor), tuple(expected), rtol, tensor)
+    body, header_length = binary_body(tensor)
+    headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(header_length)}
+    return Request(PAYLOADS[key], body, tuple(expected), rtol, tensor, headers)
 
 
 def build_requests(artifacts: Mapping[str, Any]) -> dict[str, Request]:
@@ -131,10 +185,12 @@ def build_requests(artifacts: Mapping[str, Any]) -> dict[str, Request]:
     """
     small = np.arange(1, 17, dtype=np.float32).reshape(1, 16) / np.float32(8)  # sum: 17
     large = np.random.default_rng(0).random((1, LARGE_ELEMENTS), dtype=np.float32)
+    large_sum = (float(large.astype(np.float64).sum()),)
     requests = {
         "sum-16": _request("sum-16", small, (float(small.sum()),)),
         # float32 accumulation (pairwise in numpy) drifts a little from the float64 sum.
-        "sum-1m": _request("sum-1m", large, (float(large.astype(np.float64).sum()),), 1e-4),
+        "sum-1m": _request("sum-1m", large, large_sum, 1e-4),
+        "sum-1m-binary": _request("sum-1m-binary", large, large_sum, 1e-4),
     }
     for key in ("digits-svc", "digits-xgb"):
         built = artifacts.get(key, {})

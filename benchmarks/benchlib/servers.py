@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -25,17 +26,22 @@ from .probe import exchange
 from .scenarios import Payload
 
 __all__ = [
+    "Floor",
+    "FloorFigures",
     "Ports",
     "RunningServer",
     "ServerFailed",
     "ServerSpec",
     "free_port",
+    "measure_floor",
     "start_server",
     "stop_server",
 ]
 
 #: Seconds to wait between readiness probes.
 _POLL_S = 0.02
+#: The script that imports the model libraries and loads the artefacts, no server.
+_FLOOR_SCRIPT = Path(__file__).with_name("floor.py")
 
 
 class ServerFailed(Exception):
@@ -86,7 +92,14 @@ class ServerSpec:
     by_payload: bool = False
     #: Answers by payload key that differ from the payload's own (a model built by another venv).
     expected: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    #: Payloads it is known not to support, by key, and why. They are still tried once: a
+    #: server that refuses one shows "not supported" in that row (one that answers it right
+    #: runs it like any other payload).
+    unsupported: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] | None = None
+    #: The key of the floor (model libraries alone, same interpreter) its start-up is read
+    #: against, for the servers that load the models; None for the others.
+    floor: str | None = None
 
     def model_for(self, payload: Payload) -> str:
         """The model name in the URL for ``payload``."""
@@ -216,3 +229,57 @@ def stop_server(running: RunningServer, grace_s: float = 20.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The model libraries alone, measured like a server: ``floor.py`` run by ``python``."""
+
+    #: Its key in the start-up table (``floor``, ``floor-mlserver``).
+    name: str
+    label: str
+    python: str
+    #: Folder with ``<model>/model.*`` (the artefacts that interpreter built).
+    artifacts: Path
+    #: The models to load (``sum`` needs numpy only).
+    models: Sequence[str]
+
+
+@dataclass(frozen=True)
+class FloorFigures:
+    """Seconds from spawn to ``ready``, and the RSS then (bytes)."""
+
+    ready_s: float
+    rss: int
+    models: list[str]
+
+
+def measure_floor(floor: Floor, log: Path, cpu: int | None, timeout_s: float) -> FloorFigures:
+    """Run ``floor`` pinned to ``cpu``, time it to its ``ready`` line, take its RSS, kill it.
+
+    Raises ServerFailed (with its log's tail) when it exits or stays silent past ``timeout_s``.
+    """
+    command = [floor.python, str(_FLOOR_SCRIPT), str(floor.artifacts), *floor.models]
+    with log.open("wb") as stream:
+        began = time.monotonic()
+        process = subprocess.Popen(
+            pinned(command, cpu), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stream
+        )
+    assert process.stdout is not None
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            remaining = timeout_s
+            while remaining > 0 and not selector.select(remaining):
+                remaining = began + timeout_s - time.monotonic()
+            line = process.stdout.readline() if remaining > 0 else b""
+        ready_s = time.monotonic() - began
+        if not line.startswith(b"ready "):
+            why = "was not ready in time" if remaining <= 0 else f"said {line[:200]!r}"
+            raise ServerFailed(f"{floor.name} {why}:\n{_tail(log)}")
+        rss = procstats.rss(procstats.process_tree(process.pid))
+        figures = FloorFigures(ready_s, rss, json.loads(line[6:]))
+    finally:
+        process.kill()
+        process.communicate()
+    return figures

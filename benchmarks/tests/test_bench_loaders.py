@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from benchlib.loaders import LoadError, LoadResult, lua_string, parse_result, pinned, wrk_script
-from benchlib.pyload import read_response
+from benchlib.pyload import post_request, read_response
 
 LINE = (
     'BENCH_RESULT {"requests": 200, "duration_s": 2.0, "bad": 3, "socket_errors": 1, '
@@ -49,6 +49,45 @@ def test_wrk_script_embeds_body_path_and_marker_as_lua_strings() -> None:
     assert f"io.open({lua_string(b'/tmp/b.json')}, " in script
     assert f"local marker = {lua_string(b'[1]')}" in script
     assert "string.find(body, marker, 1, true)" in script  # a plain search, not a pattern
+    assert f"wrk.headers[{lua_string(b'Content-Type')}] = {lua_string(b'application/json')}" in (
+        script
+    )
+
+
+def test_wrk_script_sends_the_binary_extensions_headers() -> None:
+    from pathlib import Path
+
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "9"}
+    script = wrk_script(Path("/tmp/b.bin"), b"[1]", headers)
+    for name, value in headers.items():
+        assert f"wrk.headers[{lua_string(name.encode())}] = {lua_string(value.encode())}" in script
+    assert "application/json" not in script
+    assert "io.open(" in script and ', "rb")' in script  # the body is read as bytes
+
+
+@pytest.mark.parametrize(
+    ("headers", "lines"),
+    [
+        (None, [b"Content-Type: application/json"]),
+        (
+            ["Content-Type: application/octet-stream", "Inference-Header-Content-Length: 2"],
+            [b"Content-Type: application/octet-stream", b"Inference-Header-Content-Length: 2"],
+        ),
+    ],
+)
+def test_the_fallbacks_request_carries_the_headers_and_the_raw_body(
+    headers: list[str] | None, lines: list[bytes]
+) -> None:
+    body = b"{}\x00\xff\r\n"
+    request = post_request("127.0.0.1", 8080, "/v2/models/sum/infer", headers, body)
+    head, _, rest = request.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n") == [
+        b"POST /v2/models/sum/infer HTTP/1.1",
+        b"Host: 127.0.0.1:8080",
+        *lines,
+        b"Content-Length: 6",
+    ]
+    assert rest == body
 
 
 @pytest.mark.parametrize(

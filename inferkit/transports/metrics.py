@@ -105,15 +105,29 @@ class _InferenceMetrics:
             buckets=DEFAULT_BUCKETS,
             registry=registry,
         )
+        # The labelled children of each model version and outcome, looked up once: ``labels()``
+        # locks and checks on every call, three times per request. Made on first use only (an
+        # "OK" series must not appear for a model that never answered), and bounded by the
+        # model versions and error codes seen.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def __call__(self, event: Event) -> None:
         if type(event) is not InferenceFinished:
             return
-        labels = (event.model, event.version)
-        self.requests.labels(*labels, event.code or "OK").inc()
-        self.duration.labels(*labels).observe(event.duration_s)
-        if event.ok:
-            self.compute.labels(*labels).observe(event.compute_s)
+        key = (event.model, event.version, event.code or "OK")
+        children = self._children.get(key)
+        if children is None:
+            labels = key[:2]
+            children = self._children[key] = (
+                self.requests.labels(*key),
+                self.duration.labels(*labels),
+                self.compute.labels(*labels) if event.ok else None,
+            )
+        requests, duration, compute = children
+        requests.inc()
+        duration.observe(event.duration_s)
+        if compute is not None:
+            compute.observe(event.compute_s)
 
 
 async def _count_models(server: Server, gauge: PromGauge) -> None:

@@ -12,13 +12,9 @@ let :mod:`inferkit.runner` serve it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
-import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -31,58 +27,37 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import errors
-from ..events import Event, InferenceFinished
-from ..logs import log_access
 from ..server import Server
 from ..settings import Settings
-from ..types import InferenceRequest, RepositoryIndexRequest, encode_json
-from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
+from ..types import RepositoryIndexRequest, encode_json
+from .infer_endpoint import (
+    STATUS,
+    BodyReader,
+    InferEndpoint,
+    decode,
+    error_parts,
+    scope_headers,
+    status_for,
+)
 from .openapi import docs_routes
+
+if TYPE_CHECKING:
+    from .tracing import InferenceTracer
 
 __all__ = ["STATUS", "create_rest_app", "error_response", "status_for"]
 
 log = logging.getLogger("inferkit.rest")
 
-#: Error class -> HTTP status. Looked up along the MRO, so subclasses inherit their parent's.
-STATUS: dict[type[Exception], int] = {
-    errors.InferkitError: 500,
-    errors.InvalidRequest: 400,
-    errors.InvalidShape: 400,
-    errors.UnsupportedDatatype: 400,
-    errors.OutputNotFound: 400,
-    errors.PayloadTooLarge: 413,
-    errors.ModelNotFound: 404,
-    # V2: a model that exists but cannot serve is a client-side condition (Triton answers 400).
-    errors.ModelNotReady: 400,
-    errors.ModelLoadError: 500,
-    errors.InferenceFailed: 500,
-    errors.InferenceTimeout: 504,
-    errors.QueueFull: 503,
-    errors.ShuttingDown: 503,
-    errors.SettingsError: 500,
-}
-
-#: Seconds a client should wait before retrying a retryable error (``Retry-After``).
-RETRY_AFTER_S = 1
-
 _JSON = "application/json"
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def status_for(exc: BaseException) -> int:
-    """The HTTP status of an error, from :data:`STATUS` along its MRO (500 if none)."""
-    for cls in type(exc).__mro__:
-        status = STATUS.get(cls)
-        if status is not None:
-            return status
-    return 500
-
-
 def error_response(exc: errors.InferkitError) -> Response:
     """``{"error": message, "code": CODE}`` with the status from the table."""
-    body = msgspec.json.encode({"error": exc.message, "code": exc.code})
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.retryable else None
-    return Response(body, status_for(exc), headers=headers, media_type=_JSON)
+    status, body, headers = error_parts(exc)
+    response = Response(body, status)
+    response.raw_headers = headers
+    return response
 
 
 def _guard(handler: Handler) -> Handler:
@@ -98,10 +73,16 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-def create_rest_app(server: Server, settings: Settings | None = None) -> Starlette:
-    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's)."""
+def create_rest_app(
+    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
+) -> Starlette:
+    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's).
+
+    With a ``tracer`` (:mod:`inferkit.transports.tracing`), every inference request gets an
+    OpenTelemetry SERVER span.
+    """
     settings = settings if settings is not None else server.settings
-    api = _Api(server, settings.max_request_size)
+    api = _Api(server, settings.max_request_size, tracer)
     return Starlette(routes=api.routes(), middleware=_middleware(settings))
 
 
@@ -149,23 +130,23 @@ class _GzipIfAccepted:
 class _Api:
     """The route handlers, bound to one server."""
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(
+        self, server: Server, max_request_size: int, tracer: InferenceTracer | None = None
+    ) -> None:
         self.server = server
-        self.limit = max_request_size
-        self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
+        self.reader = BodyReader(max_request_size)
+        self.infer = InferEndpoint(server, max_request_size, tracer)
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
-        # Server-Timing is fed by the core's events: one listener per server, however many apps.
-        with contextlib.suppress(ValueError):
-            server.remove_listener(_remember_inference)
-        server.add_listener(_remember_inference)
 
     def routes(self) -> list[BaseRoute]:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
         # Inference first: Starlette tries routes in order, so the hot path matches at once.
+        infer = [
+            Route(path, self.infer.for_route(path), methods=["POST"])
+            for path in (f"{model}/infer", f"{versioned}/infer")
+        ]
         table: list[tuple[str, Handler, str]] = [
-            (f"{model}/infer", self.infer, "POST"),
-            (f"{versioned}/infer", self.infer, "POST"),
             ("/v2/health/live", self.live, "GET"),
             ("/v2/health/ready", self.ready, "GET"),
             ("/v2", self.metadata, "GET"),
@@ -180,11 +161,8 @@ class _Api:
             ("/v2/repository/models/{name}/load", self.load, "POST"),
             ("/v2/repository/models/{name}/unload", self.unload, "POST"),
         ]
-        routes: list[BaseRoute] = [
-            Route(path, _observed(_guard(h)) if h == self.infer else _guard(h), methods=[method])
-            for path, h, method in table
-        ]
-        return [*routes, *docs_routes()]
+        routes = [Route(path, _guard(h), methods=[method]) for path, h, method in table]
+        return [*infer, *routes, *docs_routes()]
 
     async def live(self, request: Request) -> Response:
         return _probe(await self.server.live())
@@ -203,34 +181,13 @@ class _Api:
         name, version = _model(request)
         return _probe(await self.server.model_ready(name, version))
 
-    async def infer(self, request: Request) -> Response:
-        name, version = _model(request)
-        headers = _headers(request)
-        body = await self._body(request, headers)
-        header_length = headers.get(HEADER_LENGTH)
-        if header_length is None:
-            payload = self._decode(self._decode_request, body)
-        else:
-            payload = decode_binary_request(
-                body, _int_header(header_length), self._decoder_for_header()
-            )
-        request.state.request_id = payload.id
-        payload.parameters = {**(payload.parameters or {}), "headers": headers}
-        response = await self.server.infer(name, payload, version)
-        request.state.request_id = response.id
-        all_binary = bool(payload.parameters.get("binary_data_output"))
-        return _infer_response(response, all_binary)
-
-    def _decoder_for_header(self) -> Callable[[bytes], InferenceRequest]:
-        return lambda data: self._decode(self._decode_request, data)
-
     async def stats(self, request: Request) -> Response:
         params = request.path_params
         return _json(await self.server.model_statistics(params.get("name"), params.get("version")))
 
     async def index(self, request: Request) -> Response:
-        body = await self._body(request, _headers(request))
-        query = self._decode(self._decode_index, body) if body.strip() else None
+        body = await self.reader.read(request.receive, scope_headers(request.scope))
+        query = decode(self._decode_index, body) if body.strip() else None
         items = await self.server.index(query.ready if query else None)
         return _json(items)
 
@@ -242,81 +199,10 @@ class _Api:
         await self.server.unload(request.path_params["name"])
         return Response(status_code=200)
 
-    @staticmethod
-    def _decode(decode: Callable[[bytes], Any], body: bytes) -> Any:
-        try:
-            return decode(body)
-        except msgspec.ValidationError as exc:
-            raise errors.InvalidRequest(str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise errors.InvalidRequest(f"Invalid JSON: {exc}") from None
-
-    async def _body(self, request: Request, headers: dict[str, str]) -> bytes:
-        """The body, refused with 413 as soon as it is known to exceed the limit."""
-        stream = request.stream()
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._discard(stream)
-            raise self._too_large()
-        chunks = []
-        size = 0
-        async for chunk in stream:
-            size += len(chunk)
-            if size > self.limit:
-                await self._discard(stream)
-                raise self._too_large()
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        encoding = headers.get("content-encoding", "").lower()
-        if encoding in ("gzip", "deflate"):
-            body = self._inflate(body, encoding)
-        return body
-
-    async def _discard(self, stream: AsyncIterator[bytes]) -> None:
-        # Read (and drop) a bounded amount of what the client is still sending before the 413:
-        # closing a socket with unread data makes the kernel send a reset, which can destroy
-        # the response before the client reads it (nginx's "lingering close" is the same idea).
-        # Nothing is kept, and past another ``limit`` bytes the connection is simply dropped.
-        drained = 0
-        async for chunk in stream:
-            drained += len(chunk)
-            if drained > self.limit:
-                return
-
-    def _inflate(self, body: bytes, encoding: str) -> bytes:
-        # Bounded, so a small compressed body cannot expand past the limit (a "zip bomb").
-        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        try:
-            data = inflater.decompress(body, self.limit + 1)
-        except zlib.error:
-            raise errors.InvalidRequest(f"Body is not valid {encoding} data") from None
-        if len(data) > self.limit or inflater.unconsumed_tail:
-            raise self._too_large()
-        return data
-
-    def _too_large(self) -> errors.PayloadTooLarge:
-        return errors.PayloadTooLarge(
-            f"Request body is larger than the limit of {self.limit} bytes (max_request_size)"
-        )
-
-
-def _headers(request: Request) -> dict[str, str]:
-    # One pass over the raw ASGI headers (already lower-case); Starlette's ``Headers`` scans
-    # the list again on every lookup. The dict also becomes ``parameters.headers``.
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
-
 
 def _model(request: Request) -> tuple[str, str | None]:
     params = request.path_params
     return params["name"], params.get("version")
-
-
-def _int_header(value: str) -> int:
-    if not value.isdigit():
-        raise errors.InvalidRequest(
-            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
-        )
-    return int(value)
 
 
 def _probe(ok: bool) -> Response:
@@ -326,64 +212,3 @@ def _probe(ok: bool) -> Response:
 
 def _json(obj: Any) -> Response:
     return Response(encode_json(obj), media_type=_JSON)
-
-
-def _infer_response(response: Any, all_binary: bool) -> Response:
-    headers: dict[str, str] = {}
-    params = response.parameters
-    if params and isinstance(params.get("headers"), dict):
-        # MLServer lets a model set response headers through ``parameters.headers``.
-        headers.update({str(k): str(v) for k, v in params.pop("headers").items()})
-        response.parameters = params or None
-    body, header_length = encode_binary_response(response, all_binary)
-    if header_length is None:
-        return Response(body, headers=headers, media_type=_JSON)
-    headers["Inference-Header-Content-Length"] = str(header_length)
-    return Response(body, headers=headers, media_type="application/octet-stream")
-
-
-# -- Server-Timing and the access log of the infer routes ------------------------------------
-
-#: The InferenceFinished event of this request's inference. The core calls listeners
-#: synchronously inside ``Server.infer``, so the listener sets it in the handler's own context.
-_inference: ContextVar[InferenceFinished | None] = ContextVar("inferkit_inference", default=None)
-
-
-def _remember_inference(event: Event) -> None:
-    if type(event) is InferenceFinished:
-        _inference.set(event)
-
-
-def _observed(handler: Handler) -> Handler:
-    """Add ``Server-Timing`` and log one access line around a (guarded) infer handler."""
-
-    async def observed(request: Request) -> Response:
-        started = time.perf_counter()
-        token = _inference.set(None)
-        try:
-            response = await handler(request)
-            event = _inference.get()
-        finally:
-            _inference.reset(token)
-        if event is not None:
-            response.headers["Server-Timing"] = _server_timing(event)
-        name, version = _model(request)
-        log_access(
-            method=request.method,
-            path=request.scope["path"],
-            status=response.status_code,
-            duration_s=time.perf_counter() - started,
-            request_id=getattr(request.state, "request_id", None)
-            or request.headers.get("x-request-id", ""),
-            model=event.model if event else name,
-            version=event.version if event else version or "",
-        )
-        return response
-
-    return observed
-
-
-def _server_timing(event: InferenceFinished) -> str:
-    # "queue" is everything but predict until batching measures the real wait (milliseconds).
-    queue_ms = max(event.duration_s - event.compute_s, 0.0) * 1000
-    return f"queue;dur={queue_ms:.3f}, compute;dur={event.compute_s * 1000:.3f}"

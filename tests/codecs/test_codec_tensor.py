@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from inferkit.codecs import check_tensor, decode_tensor, encode_raw, encode_tensor
+from inferkit.codecs import check_tensor, decode_tensor, encode_raw, encode_tensor, to_dtype
 from inferkit.errors import InvalidRequest, InvalidShape, UnsupportedDatatype
 from inferkit.types import RequestInput, ResponseOutput, encode_json
 
@@ -212,3 +212,24 @@ def test_encode_tensor(array: Any, datatype: str, shape: list[int], json: bytes)
 )
 def test_encode_raw(array: Any, raw: bytes) -> None:
     assert encode_raw(array) == raw
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "INT8", "INT32", "UINT64"])
+def test_long_flat_lists_decode_as_short_ones_do(datatype: str) -> None:
+    # Lists from 1024 elements take the np.fromiter path; values, errors and locations must
+    # be those of the np.array path that shorter lists take.
+    values: list[Any] = [1.5, -2.0, True, 3, 2**40, 1e300, None]
+    long = values * 200
+    dtype = to_dtype(datatype)
+    for data in (long, [*long, "x"], [*long, [1]]):
+        tensor = RequestInput(name="x", shape=[len(data)], datatype=datatype, data=data)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                expected: Any = np.array(data, dtype=dtype)
+        except (ValueError, TypeError, OverflowError):
+            expected = None
+        if expected is None:
+            with pytest.raises(InvalidRequest):
+                decode_tensor(tensor)
+        else:
+            np.testing.assert_array_equal(decode_tensor(tensor), expected)

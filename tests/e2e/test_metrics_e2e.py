@@ -1,4 +1,5 @@
-"""The real ``inferkit start``: /metrics after REST calls, statistics through tritonclient, logs."""
+"""The real ``inferkit start``: /metrics after REST and gRPC calls, statistics through
+tritonclient, logs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 from harness import Running, inferkit_start, write_repository
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.e2e
 
@@ -100,6 +103,40 @@ def test_metrics_count_what_rest_calls_caused(running: Running) -> None:
     assert after[key("inferkit_models", state="FAILED")] == 1
     assert after[key("inferkit_requests_in_flight", transport="rest")] == 0
     assert any(name == "process_resident_memory_bytes" for name, _ in after)
+
+
+def test_metrics_count_what_grpc_calls_caused(running: Running) -> None:
+    metrics = f"http://127.0.0.1:{running.metrics_port}/metrics"
+    tensor = triton_grpc.InferInput("x", [2, 1], "INT32")
+    tensor.set_data_from_numpy(np.array([[1], [2]], dtype=np.int32))
+    client = triton_grpc.InferenceServerClient(running.grpc)
+    try:
+        before = scrape(metrics)
+        for _ in range(2):
+            client.infer("echo", [tensor])
+        client.infer("versioned", [tensor], model_version="v1")
+        with pytest.raises(InferenceServerException, match="Model 'nope' not found"):
+            client.infer("nope", [tensor])
+        with pytest.raises(InferenceServerException, match="failed to run inference"):
+            client.infer("boom", [tensor])
+        after = scrape(metrics)
+    finally:
+        client.close()
+    grpc = "inferkit_grpc_requests_total"
+    assert delta(before, after, grpc, method="ModelInfer", code="OK") == 3
+    assert delta(before, after, grpc, method="ModelInfer", code="NOT_FOUND") == 1
+    assert delta(before, after, grpc, method="ModelInfer", code="INTERNAL") == 1
+    duration = "inferkit_grpc_request_duration_seconds_count"
+    assert delta(before, after, duration, method="ModelInfer", code="OK") == 3
+    assert after[key("inferkit_requests_in_flight", transport="grpc")] == 0
+    requests = "inferkit_inference_requests_total"
+    assert delta(before, after, requests, model="echo", version="", code="OK") == 2
+    assert delta(before, after, requests, model="versioned", version="v1", code="OK") == 1
+    assert delta(before, after, requests, model="boom", version="", code="INFERENCE_FAILED") == 1
+    compute = "inferkit_inference_compute_duration_seconds_count"
+    assert delta(before, after, compute, model="versioned", version="v1") == 1
+    # A model that does not exist gets no series of its own (names from clients are unbounded).
+    assert not [labels for _, labels in after if ("model", "nope") in labels]
 
 
 def test_tritonclient_reads_statistics_after_inference(running: Running) -> None:

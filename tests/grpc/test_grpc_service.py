@@ -469,6 +469,65 @@ async def test_statistics() -> None:
     assert "statistics" in meta.extensions
 
 
+# -- request metrics ----------------------------------------------------------------------------
+
+
+def grpc_samples(server: Server) -> dict[tuple[str, tuple[str, ...]], Any]:
+    """(metric, label values) -> value, for the gRPC request metrics in the server's store."""
+    return {
+        (snapshot.name, labels): value
+        for snapshot in server.metrics.collect()
+        if snapshot.name.startswith(("inferkit_grpc_", "inferkit_requests_in_flight"))
+        for labels, value in snapshot.samples
+    }
+
+
+async def test_request_metrics_count_each_call_by_method_and_status() -> None:
+    infer = convert.request_to_proto(SUM, "sum")
+    async with serving(sum_model(), named(FailingModel, "boom")) as (server, channel):
+        stub = pb.GrpcInferenceServiceStub(channel)
+        await stub.model_infer(infer)
+        await stub.model_infer(infer)
+        for model in ("nope", "boom"):
+            with pytest.raises(GRPCError):
+                await stub.model_infer(convert.request_to_proto(SUM, model))
+        await stub.server_live(pb.ServerLiveRequest())
+        await call(
+            channel,
+            f"{MR}/RepositoryIndex",
+            mr.RepositoryIndexRequest(),
+            mr.RepositoryIndexResponse,
+        )
+        [_ async for _ in stub.model_stream_infer([infer, infer])]
+        samples = grpc_samples(server)
+    counts = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "inferkit_grpc_requests"  # the store drops _total; Prometheus adds it
+    }
+    assert counts == {
+        ("ModelInfer", "OK"): 2,
+        ("ModelInfer", "NOT_FOUND"): 1,
+        ("ModelInfer", "INTERNAL"): 1,
+        ("ServerLive", "OK"): 1,
+        ("RepositoryIndex", "OK"): 1,
+        ("ModelStreamInfer", "OK"): 1,  # one stream, whatever it carried
+    }
+    latency = samples["inferkit_grpc_request_duration_seconds", ("ModelInfer", "OK")]
+    assert latency.count == 2
+    assert samples["inferkit_requests_in_flight", ("grpc",)] == 0
+
+
+async def test_request_metrics_count_refused_messages() -> None:
+    async with serving(grpc_max_message_length=10) as (server, channel):
+        result = await call(
+            channel, f"{V2}/ModelInfer", convert.request_to_proto(SUM, "sum"), pb.ModelInferResponse
+        )
+        samples = grpc_samples(server)
+    assert result.status is Status.RESOURCE_EXHAUSTED
+    assert samples["inferkit_grpc_requests", ("ModelInfer", "RESOURCE_EXHAUSTED")] == 1
+
+
 # -- health -------------------------------------------------------------------------------------
 
 
@@ -617,12 +676,15 @@ async def test_requests_still_running_after_the_grace_period_are_cancelled(
 
 
 def test_the_runner_serves_grpc_on_its_port() -> None:
+    def functions(settings: Settings) -> list[Any]:
+        # The runner binds its tracer (None here) to the listeners with functools.partial.
+        return [getattr(service, "func", service) for service in _services(settings)]
+
     with_grpc = Settings(host="127.0.0.1", grpc_port=9001)
-    services = _services(with_grpc)
-    assert grpc_service in services
+    assert grpc_service in functions(with_grpc)
     assert ("127.0.0.1", 9001, "gRPC") in _ports(with_grpc)
     without = Settings(grpc_port=0)
-    assert grpc_service not in _services(without)
+    assert grpc_service not in functions(without)
     assert all(what != "gRPC" for _, _, what in _ports(without))
 
 

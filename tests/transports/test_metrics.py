@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from toymodels import BrokenLoadModel, FailingModel, named, sum_model
 
 from inferkit import InferenceRequest, InferenceResponse, Model, Server, Settings
+from inferkit.runner import http_app
 from inferkit.transports.metrics import create_metrics_app, instrument_rest_app, metrics_service
 from inferkit.transports.rest import create_rest_app
 
@@ -245,3 +246,25 @@ async def test_metrics_service_only_waits_when_it_has_nothing_to_serve(settings:
     assert not service.done()
     stop.set()
     await service
+
+
+@pytest.mark.parametrize("on_http_port", [False, True])
+async def test_http_app_is_the_rest_api_with_its_request_metrics(on_http_port: bool) -> None:
+    # What `inferkit start` serves on its HTTP port and what an embedding service mounts.
+    server = Server([sum_model()], settings=Settings(metrics_on_http_port=on_http_port))
+    await server.start()
+    transport = httpx.ASGITransport(app=http_app(server))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.post("/v2/models/sum/infer", json=BODY)).status_code == 200
+        scrape = await http.get("/metrics")
+    await server.stop()
+    counted = server.metrics.collect()
+    requests = {s.name: s for s in counted}["inferkit_rest_requests"]  # "_total" on export
+    assert dict(requests.samples)[("/v2/models/{name}/infer", "POST", "200")] == 1
+    if on_http_port:
+        got = parse(scrape.text)
+        assert (
+            got[key("inferkit_inference_requests_total", model="sum", version="", code="OK")] == 1
+        )
+    else:
+        assert scrape.status_code == 404

@@ -251,6 +251,60 @@ async def test_headers_reach_the_model_and_come_back() -> None:
     assert "parameters" not in response.json()
 
 
+async def test_a_model_may_choose_the_content_type_but_not_the_length() -> None:
+    class Typed(Model):
+        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+            headers = {"Content-Type": "application/vnd.tenant+json", "Content-Length": "1"}
+            return InferenceResponse(
+                model_name=self.name,
+                parameters={"headers": headers},
+                outputs=[encode_tensor("o", np.zeros(1))],
+            )
+
+    async with client(named(Typed, "typed")) as http:
+        response = await http.post("/v2/models/typed/infer", json=SUM_BODY)
+    assert response.status_code == 200
+    assert response.headers.get_list("content-type") == ["application/vnd.tenant+json"]
+    assert response.headers["content-length"] == str(len(response.content))
+    assert response.json()["outputs"][0]["data"] == [0.0]
+
+
+async def test_a_client_that_goes_away_mid_body_gets_no_answer_and_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = Server([sum_model()])
+    await server.start()
+    app = create_rest_app(server)
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"inputs": [', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v2/models/sum/infer",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    await app(scope, receive, send)
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    # And the server goes on answering.
+    async with client() as http:
+        assert (await http.post("/v2/models/sum/infer", json=SUM_BODY)).status_code == 200
+
+
 async def test_seed_repository_sequence() -> None:
     async with client(
         sum_model("mnist_sklearn", "v1.0.0"), sum_model("mushroom_xgboost", "v2.0.0")
