@@ -2,9 +2,10 @@
 
 betterproto2 is pure Python and generic: it reads a packed ``fp32_contents`` one float at a time
 through ``struct``, copies each bytes field twice, and writes a message by comparing every field
-with its default under ``warnings.catch_warnings``. On a small request that was about a third
-of the server's CPU time (``benchmarks/profile_grpc.py``). These are the messages of every
-inference, so they are read and written here, straight from and to the protobuf encoding
+with its default under ``warnings.catch_warnings``. Serving the [1, 16] sum, the server executed
+2.6 M instructions per call with betterproto2 and 1.4 M with this module, of which grpclib and h2
+alone take 1.0 M (``benchmarks/profile_grpc.py --mode callgrind``). These are the messages of
+every inference, so they are read and written here, straight from and to the protobuf encoding
 (https://protobuf.dev/programming-guides/encoding/):
 
 - packed numeric fields become numpy arrays in a few calls (``np.frombuffer`` for fixed-width
