@@ -26,7 +26,15 @@ from ..errors import InvalidRequest, InvalidShape, UnsupportedDatatype
 from ..types import Parameters, RequestInput, ResponseOutput
 from .datatypes import to_datatype, to_dtype
 
-__all__ = ["Tensor", "check_tensor", "decode_tensor", "encode_raw", "encode_tensor"]
+__all__ = [
+    "Tensor",
+    "check_tensor",
+    "decode_tensor",
+    "encode_raw",
+    "encode_tensor",
+    "object_array",
+    "unpack_bytes",
+]
 
 #: Anything with ``name``, ``shape``, ``datatype``, ``parameters`` and ``data``.
 Tensor = RequestInput | ResponseOutput
@@ -146,7 +154,7 @@ def _from_list(
     data: list[Any], datatype: str, dtype: np.dtype[Any], where: str
 ) -> np.ndarray[Any, Any]:
     if datatype == "BYTES":
-        return _object_array(_bytes_items(data, f"{where}.data"))
+        return object_array(_bytes_items(data, f"{where}.data"))
     try:
         if datatype == "BOOL":
             # numpy would turn "abc" and null into True and False; JSON booleans (or 0/1) only.
@@ -172,7 +180,7 @@ def _from_array(
     if datatype == "BYTES":
         if array.dtype.kind not in "OSU":
             raise _not_bytes(array, where)
-        return _object_array(_bytes_items(array.reshape(-1).tolist(), f"{where}.data"))
+        return object_array(_bytes_items(array.reshape(-1).tolist(), f"{where}.data"))
     if array.dtype == dtype:
         return array
     try:
@@ -199,7 +207,7 @@ def _from_raw(
     where: str,
 ) -> np.ndarray[Any, Any]:
     if datatype == "BYTES":
-        return _object_array(_unpack_bytes(bytes(data), f"{where}.data"))
+        return object_array(unpack_bytes(bytes(data), f"{where}.data"))
     _check_raw_size(data, datatype, count, shape, where)
     if datatype == "BOOL":
         return np.frombuffer(data, np.uint8).astype(np.bool_)
@@ -220,7 +228,8 @@ def _check_raw_size(
         )
 
 
-def _unpack_bytes(buf: bytes, where: str) -> list[bytes]:
+def unpack_bytes(buf: bytes, where: str) -> list[bytes]:
+    """The elements of raw BYTES data: each a 4-byte little-endian length, then the bytes."""
     items: list[bytes] = []
     offset, end = 0, len(buf)
     while offset < end:
@@ -265,7 +274,8 @@ def _bytes_items(data: list[Any], where: str, out: list[bytes] | None = None) ->
     return items
 
 
-def _object_array(items: list[bytes]) -> np.ndarray[Any, Any]:
+def object_array(items: list[bytes]) -> np.ndarray[Any, Any]:
+    """A 1-d ``object`` array holding ``items`` as they are (the form of BYTES tensors)."""
     # Slice assignment keeps every element a `bytes` object (numpy never looks inside them).
     array = np.empty(len(items), dtype=object)
     array[:] = items

@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from inferkit.codecs.datatypes import DATATYPES, to_dtype
-from inferkit.codecs.tensor import _object_array, _unpack_bytes
+from inferkit.codecs.tensor import object_array, unpack_bytes
 from inferkit.errors import InvalidRequest, InvalidShape, UnsupportedDatatype
 from inferkit.types import RequestInput, ResponseOutput
 
@@ -153,7 +153,7 @@ def _from_contents(tensor: WireTensor, where: str) -> np.ndarray[Any, Any]:
             where=f"{where}.contents.{field}",
         )
     if datatype == "BYTES":
-        return _object_array(list(values)).reshape(tensor.shape)
+        return object_array(list(values)).reshape(tensor.shape)
     if isinstance(values, np.ndarray):
         return _narrowed(values, datatype, dtype, f"{where}.contents.{field}").reshape(tensor.shape)
     try:
@@ -190,13 +190,13 @@ def _from_raw(
     dtype = _dtype(tensor.datatype, where)
     n = _size(tensor.shape, where)
     if tensor.datatype == "BYTES":
-        items = _unpack_bytes(bytes(raw), raw_where)
+        items = unpack_bytes(bytes(raw), raw_where)
         if len(items) != n:
             raise InvalidShape(
                 f"Expected {n} elements for shape {tensor.shape}, got {len(items)}",
                 where=raw_where,
             )
-        return _object_array(items).reshape(tensor.shape)
+        return object_array(items).reshape(tensor.shape)
     if len(raw) != n * dtype.itemsize:
         raise InvalidShape(
             f"Expected {n * dtype.itemsize} bytes for shape {tensor.shape} of "
