@@ -7,8 +7,9 @@ requested output, or ``binary_data_output: true`` on the request). ``tritonclien
 this by default, so a V2 server without it is not a drop-in for Triton clients.
 
 Raw tensor bytes are little-endian; BYTES elements are each a 4-byte little-endian length
-followed by the bytes. Inputs keep their raw ``bytes`` in ``RequestInput.data`` (the codecs
-turn them into arrays with ``np.frombuffer``), so the data never becomes a Python list.
+followed by the bytes. Inputs keep their raw bytes in ``RequestInput.data`` as a ``memoryview``
+of the request body (the codecs turn it into a read-only array with ``np.frombuffer``), so the
+data is neither copied nor turned into a Python list.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def decode_binary_request(body: bytes, header_length: int, decode: Any) -> Infer
             raise InvalidRequest(
                 f"Expected {size} bytes of binary data, got {len(body) - offset}", where=where
             )
-        tensor.data = view[offset : offset + size].tobytes()
+        # A view, not a copy: the codecs read it with np.frombuffer (read-only, as from bytes).
+        tensor.data = view[offset : offset + size]
         tensor.parameters = params or None
         offset += size
     if offset != len(body):

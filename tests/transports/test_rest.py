@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from toymodels import FailingModel, named, sum_model
 
 from inferkit import InferenceRequest, InferenceResponse, Model, Server, Settings, errors
-from inferkit.codecs import encode_tensor
+from inferkit.codecs import decode_tensor, encode_tensor
 from inferkit.settings import CORSSettings
 from inferkit.transports.rest import STATUS, create_rest_app
 
@@ -205,6 +205,35 @@ async def test_binary_tensor_extension() -> None:
     assert meta["outputs"][0]["parameters"] == {"binary_data_size": 8}
     assert "data" not in meta["outputs"][0]
     assert np.frombuffer(response.content[length:], "<f4").tolist() == [3.0, 12.0]
+
+
+async def test_binary_inputs_reach_the_model_uncopied_and_read_only() -> None:
+    seen: dict[str, Any] = {}
+
+    class Peek(Model):
+        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+            data = payload.inputs[0].data
+            array = decode_tensor(payload.inputs[0])
+            seen.update(kind=type(data), array=array, writable=array.flags.writeable)
+            return InferenceResponse(model_name=self.name, outputs=[encode_tensor("o", array)])
+
+    values = np.arange(4, dtype=np.int32)
+    tensor = {"name": "x", "shape": [4], "datatype": "INT32"}
+    header = msgspec.json.encode(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": values.nbytes}}]}
+    )
+    async with client(named(Peek, "peek")) as http:
+        response = await http.post(
+            "/v2/models/peek/infer",
+            content=header + values.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+    assert response.status_code == 200
+    assert response.json()["outputs"][0]["data"] == [0, 1, 2, 3]
+    # A view of the request body, not a copy of it; numpy reads it in place, read-only.
+    assert seen["kind"] is memoryview
+    assert seen["array"].tolist() == [0, 1, 2, 3]
+    assert seen["writable"] is False
 
 
 async def test_binary_input_of_the_wrong_size() -> None:
