@@ -16,12 +16,14 @@ type (lists, dicts) have no protobuf form and travel as their JSON text in ``str
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, get_args
 
 import numpy as np
 
 from inferkit.errors import InvalidRequest, ModelNotFound
+from inferkit.statistics import ModelStatisticsResponse, StatisticDuration
 from inferkit.types import (
     InferenceRequest,
     InferenceResponse,
@@ -56,9 +58,11 @@ __all__ = [
     "request_from_proto",
     "request_to_proto",
     "response_from_proto",
+    "response_metadata",
     "response_to_proto",
     "server_metadata_from_proto",
     "server_metadata_to_proto",
+    "statistics_to_proto",
     "uses_raw",
 ]
 
@@ -363,3 +367,74 @@ def model_name_of(request: _LoadRequest, known: Callable[[str], bool]) -> str:
         name = request.repository_name
         raise ModelNotFound(f"Model '{name}' not found", model=name)
     raise InvalidRequest("Expected a model name, got none", where="$.model_name")
+
+
+# Metadata keys and values grpclib can send: lowercase token keys, printable ASCII values.
+_KEY = re.compile(r"[0-9a-z_.\-]+")
+_VALUE = re.compile(r"[ -~]+")
+
+
+def response_metadata(response: InferenceResponse) -> dict[str, str]:
+    """Take the headers a model set in ``parameters.headers`` out of the response (MLServer's
+    convention), keeping those that are valid as gRPC metadata."""
+    params = response.parameters
+    if not params or not isinstance(params.get("headers"), dict):
+        return {}
+    headers = params.pop("headers")
+    response.parameters = params or None
+    pairs = ((str(k).lower(), str(v)) for k, v in headers.items())
+    return {
+        k: v
+        for k, v in pairs
+        if _KEY.fullmatch(k)
+        and _VALUE.fullmatch(v)
+        and not k.startswith("grpc-")
+        and not k.endswith("-bin")
+        and k not in ("te", "content-type", "user-agent")
+    }
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+def _duration(value: StatisticDuration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=value.count, ns=value.ns)
+
+
+def statistics_to_proto(report: ModelStatisticsResponse) -> pb.ModelStatisticsResponse:
+    """The ``ModelStatisticsResponse`` of the core's report (the Structs mirror the proto)."""
+    return pb.ModelStatisticsResponse(
+        model_stats=[
+            pb.ModelStatistics(
+                name=m.name,
+                version=m.version,
+                last_inference=m.last_inference,
+                inference_count=m.inference_count,
+                execution_count=m.execution_count,
+                inference_stats=pb.InferStatistics(
+                    **{
+                        field: _duration(getattr(m.inference_stats, field))
+                        for field in m.inference_stats.__struct_fields__
+                    }
+                ),
+                batch_stats=[
+                    pb.InferBatchStatistics(
+                        batch_size=b.batch_size,
+                        compute_input=_duration(b.compute_input),
+                        compute_infer=_duration(b.compute_infer),
+                        compute_output=_duration(b.compute_output),
+                    )
+                    for b in m.batch_stats
+                ],
+                memory_usage=[
+                    pb.MemoryUsage(
+                        type=str(u.get("type", "")),
+                        id=int(u.get("id", 0)),  # type: ignore[call-overload]
+                        byte_size=int(u.get("byte_size", 0)),  # type: ignore[call-overload]
+                    )
+                    for u in m.memory_usage
+                ],
+            )
+            for m in report.model_stats
+        ]
+    )

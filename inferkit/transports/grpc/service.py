@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,6 @@ from inferkit.logs import log_access
 from inferkit.metrics import RequestMetrics
 from inferkit.server import Server
 from inferkit.settings import Settings
-from inferkit.statistics import ModelStatisticsResponse, StatisticDuration
 from inferkit.types import InferenceResponse
 
 from . import _wire
@@ -49,8 +47,10 @@ from .convert import (
     model_name_of,
     model_ref,
     request_from_proto,
+    response_metadata,
     response_to_proto,
     server_metadata_to_proto,
+    statistics_to_proto,
     uses_raw,
 )
 from .health import create_health
@@ -263,7 +263,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         self, message: pb.ModelStatisticsRequest
     ) -> pb.ModelStatisticsResponse:
         name, version = model_ref(message)
-        return _statistics_to_proto(await self.server.model_statistics(name or None, version))
+        return statistics_to_proto(await self.server.model_statistics(name or None, version))
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -274,7 +274,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         response = await self.server.infer(
             message.model_name, request, message.model_version or None
         )
-        _response_headers(response)
+        response_metadata(response)
         return response_to_proto(response, raw=uses_raw(message))
 
     async def _infer(
@@ -293,7 +293,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         response = await self.server.infer(
             message.model_name, request, message.model_version or None
         )
-        trailers = _response_headers(response)
+        trailers = response_metadata(response)
         raw = bool(message.raw_input_contents)  # a raw request is answered raw
         return response, _wire.write_infer_response(response, raw=raw), trailers
 
@@ -510,74 +510,3 @@ async def _model_name(
     if not message.model_name:
         known = {item.name for item in await server.index()}
     return model_name_of(message, known.__contains__)
-
-
-# Metadata keys and values grpclib can send: lowercase token keys, printable ASCII values.
-_KEY = re.compile(r"[0-9a-z_.\-]+")
-_VALUE = re.compile(r"[ -~]+")
-
-
-def _response_headers(response: InferenceResponse) -> dict[str, str]:
-    """Take the headers a model set in ``parameters.headers`` out of the response (MLServer's
-    convention), keeping those that are valid as gRPC metadata."""
-    params = response.parameters
-    if not params or not isinstance(params.get("headers"), dict):
-        return {}
-    headers = params.pop("headers")
-    response.parameters = params or None
-    pairs = ((str(k).lower(), str(v)) for k, v in headers.items())
-    return {
-        k: v
-        for k, v in pairs
-        if _KEY.fullmatch(k)
-        and _VALUE.fullmatch(v)
-        and not k.startswith("grpc-")
-        and not k.endswith("-bin")
-        and k not in ("te", "content-type", "user-agent")
-    }
-
-
-# -- statistics ---------------------------------------------------------------------------------
-
-
-def _duration(value: StatisticDuration) -> pb.StatisticDuration:
-    return pb.StatisticDuration(count=value.count, ns=value.ns)
-
-
-def _statistics_to_proto(report: ModelStatisticsResponse) -> pb.ModelStatisticsResponse:
-    """The ``ModelStatisticsResponse`` of the core's report (the Structs mirror the proto)."""
-    return pb.ModelStatisticsResponse(
-        model_stats=[
-            pb.ModelStatistics(
-                name=m.name,
-                version=m.version,
-                last_inference=m.last_inference,
-                inference_count=m.inference_count,
-                execution_count=m.execution_count,
-                inference_stats=pb.InferStatistics(
-                    **{
-                        field: _duration(getattr(m.inference_stats, field))
-                        for field in m.inference_stats.__struct_fields__
-                    }
-                ),
-                batch_stats=[
-                    pb.InferBatchStatistics(
-                        batch_size=b.batch_size,
-                        compute_input=_duration(b.compute_input),
-                        compute_infer=_duration(b.compute_infer),
-                        compute_output=_duration(b.compute_output),
-                    )
-                    for b in m.batch_stats
-                ],
-                memory_usage=[
-                    pb.MemoryUsage(
-                        type=str(u.get("type", "")),
-                        id=int(u.get("id", 0)),  # type: ignore[call-overload]
-                        byte_size=int(u.get("byte_size", 0)),  # type: ignore[call-overload]
-                    )
-                    for u in m.memory_usage
-                ],
-            )
-            for m in report.model_stats
-        ]
-    )
