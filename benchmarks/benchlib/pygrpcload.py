@@ -18,22 +18,15 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import grpc  # type: ignore[import-untyped]
 
-__all__ = ["Tally", "main"]
+if __package__:
+    from .pyload import Tally, closed_loop, summary
+else:  # run as a script, beside pyload.py
+    from pyload import Tally, closed_loop, summary
 
-
-@dataclass
-class Tally:
-    """What the channels observed, shared by all of them (one event loop, no locks)."""
-
-    latencies_ns: list[int] = field(default_factory=list)
-    bad: int = 0
-    socket_errors: int = 0
-    timeouts: int = 0
-    started: int = 0
+__all__ = ["main"]
 
 
 async def _channel(
@@ -63,42 +56,19 @@ async def _channel(
                 tally.bad += 1
 
 
-def _percentile(sorted_values: Sequence[int], fraction: float) -> int:
-    if not sorted_values:
-        return 0
-    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
 async def _run(args: argparse.Namespace) -> dict[str, float]:
     with open(args.body_file, "rb") as file:
         framed = file.read()
     with open(args.marker_file, "rb") as file:
         marker = file.read()
     message = framed[5:]  # the 5-byte gRPC prefix is for h2load; grpcio adds its own
-    tally = Tally()
-    start = time.monotonic()
-    deadline = start + args.duration
-    tasks = [
-        asyncio.ensure_future(_channel(args, message, marker, tally, deadline))
-        for _ in range(args.concurrency)
-    ]
-    _, pending = await asyncio.wait(tasks, timeout=args.duration + args.timeout)
-    for task in pending:
-        task.cancel()
-    tally.timeouts += len(pending)
-    await asyncio.gather(*pending, return_exceptions=True)
-    elapsed = time.monotonic() - start
-    latencies = sorted(tally.latencies_ns)
-    return {
-        "requests": len(latencies),
-        "duration_s": elapsed,
-        "bad": tally.bad,
-        "socket_errors": tally.socket_errors,
-        "timeouts": tally.timeouts,
-        "p50_us": _percentile(latencies, 0.50) / 1000,
-        "p99_us": _percentile(latencies, 0.99) / 1000,
-    }
+
+    async def client(tally: Tally, deadline: float) -> None:
+        await _channel(args, message, marker, tally, deadline)
+
+    # A call slower than the timeout already ended as DEADLINE_EXCEEDED, counted in the tally.
+    tally, elapsed = await closed_loop(client, args.concurrency, args.duration, args.timeout)
+    return summary(tally, elapsed)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

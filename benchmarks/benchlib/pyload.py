@@ -15,10 +15,10 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Tally", "main", "post_request", "read_response"]
+__all__ = ["Tally", "closed_loop", "main", "post_request", "read_response", "summary"]
 
 
 @dataclass
@@ -107,27 +107,31 @@ def _percentile(sorted_values: Sequence[int], fraction: float) -> int:
     return sorted_values[index]
 
 
-async def _run(args: argparse.Namespace) -> dict[str, float]:
-    with open(args.body_file, "rb") as file:
-        body = file.read()
-    with open(args.marker_file, "rb") as file:
-        marker = file.read()
-    request = post_request(args.host, args.port, args.path, args.header, body)
+#: One client of the closed loop: sends, checks and records into the tally until the deadline.
+Client = Callable[[Tally, float], Awaitable[None]]
+
+
+async def closed_loop(
+    client: Client, concurrency: int, duration: float, timeout: float
+) -> tuple[Tally, float]:
+    """Run ``concurrency`` clients until ``duration`` has passed; those still out ``timeout``
+    seconds later are cancelled and counted as timeouts. Returns the tally and the wall time."""
     tally = Tally()
     start = time.monotonic()
-    deadline = start + args.duration
-    tasks = [
-        asyncio.ensure_future(_connection(args, request, marker, tally, deadline))
-        for _ in range(args.concurrency)
-    ]
-    _, pending = await asyncio.wait(tasks, timeout=args.duration + args.timeout)
+    deadline = start + duration
+    tasks = [asyncio.ensure_future(client(tally, deadline)) for _ in range(concurrency)]
+    _, pending = await asyncio.wait(tasks, timeout=duration + timeout)
     for task in pending:
         task.cancel()
     tally.timeouts += len(pending)
     await asyncio.gather(*pending, return_exceptions=True)
-    elapsed = time.monotonic() - start
+    return tally, time.monotonic() - start
+
+
+def summary(tally: Tally, elapsed: float, slow_s: float | None = None) -> dict[str, float]:
+    """The ``BENCH_RESULT`` figures; answers slower than ``slow_s`` also count as timeouts."""
     latencies = sorted(tally.latencies_ns)
-    slow = sum(1 for value in latencies if value > args.timeout * 1e9)
+    slow = 0 if slow_s is None else sum(1 for value in latencies if value > slow_s * 1e9)
     return {
         "requests": len(latencies),
         "duration_s": elapsed,
@@ -137,6 +141,21 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
         "p50_us": _percentile(latencies, 0.50) / 1000,
         "p99_us": _percentile(latencies, 0.99) / 1000,
     }
+
+
+async def _run(args: argparse.Namespace) -> dict[str, float]:
+    with open(args.body_file, "rb") as file:
+        body = file.read()
+    with open(args.marker_file, "rb") as file:
+        marker = file.read()
+    request = post_request(args.host, args.port, args.path, args.header, body)
+
+    async def client(tally: Tally, deadline: float) -> None:
+        await _connection(args, request, marker, tally, deadline)
+
+    tally, elapsed = await closed_loop(client, args.concurrency, args.duration, args.timeout)
+    # wrk counts answers slower than its timeout as timeouts; so does this loader.
+    return summary(tally, elapsed, slow_s=args.timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
