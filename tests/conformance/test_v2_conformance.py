@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from grpclib.testing import ChannelFor
+from samples import ARRAYS
 from toymodels import FailingModel, named, sum_model
 from v2_clients import GrpcClient, RestClient, V2Client, V2Error, as_array
 
@@ -127,22 +128,6 @@ async def test_unknown_model_is_not_found(client: V2Client, call: str) -> None:
 
 
 # -- inference ----------------------------------------------------------------------------------
-
-ARRAYS: dict[str, np.ndarray[Any, Any]] = {
-    "BOOL": np.array([[True, False, True]]),
-    "UINT8": np.array([[0, 255]], dtype=np.uint8),
-    "UINT16": np.array([[0, 65535]], dtype=np.uint16),
-    "UINT32": np.array([[0, 2**32 - 1]], dtype=np.uint32),
-    "UINT64": np.array([[2**63 + 5]], dtype=np.uint64),
-    "INT8": np.array([[-128, 127]], dtype=np.int8),
-    "INT16": np.array([[-32768, 32767]], dtype=np.int16),
-    "INT32": np.array([[1, -2, 3]], dtype=np.int32),
-    "INT64": np.array([[2**40, -(2**40)]], dtype=np.int64),
-    "FP16": np.array([[0.5, -1.5]], dtype=np.float16),
-    "FP32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
-    "FP64": np.linspace(-1, 1, 4).reshape(1, 4),
-    "BYTES": np.array([[b"hello", "wörld".encode()]], dtype=np.object_),
-}
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json-or-typed", "binary-or-raw"])

@@ -16,6 +16,7 @@ from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from harness import Running, inferkit_start, write_repository
+from samples import ARRAYS
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -53,22 +54,6 @@ def stub(running: Running) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub
     with grpc.insecure_channel(running.grpc) as channel:
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
-
-ARRAYS: dict[str, np.ndarray[Any, Any]] = {
-    "BOOL": np.array([[True, False, True]]),
-    "UINT8": np.array([[0, 255]], dtype=np.uint8),
-    "UINT16": np.array([[0, 65535]], dtype=np.uint16),
-    "UINT32": np.array([[0, 2**32 - 1]], dtype=np.uint32),
-    "UINT64": np.array([[2**63 + 5]], dtype=np.uint64),
-    "INT8": np.array([[-128, 127]], dtype=np.int8),
-    "INT16": np.array([[-32768, 32767]], dtype=np.int16),
-    "INT32": np.array([[1, -2, 3]], dtype=np.int32),
-    "INT64": np.array([[2**40, -(2**40)]], dtype=np.int64),
-    "FP16": np.array([[0.5, -1.5]], dtype=np.float16),
-    "FP32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
-    "FP64": np.linspace(-1, 1, 4).reshape(1, 4),
-    "BYTES": np.array([[b"hello", "wörld".encode()]], dtype=np.object_),
-}
 
 # The InferTensorContents field of each datatype (FP16 has none: raw only).
 TYPED = {

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from harness import Running, free_port, inferkit_start, write_repository
+from samples import ARRAYS
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.e2e
@@ -43,20 +44,6 @@ def client(running: Running) -> Iterator[triton.InferenceServerClient]:
     client = triton.InferenceServerClient(f"127.0.0.1:{running.http_port}")
     yield client
     client.close()
-
-
-ARRAYS = {
-    "FP32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
-    "FP64": np.linspace(-1, 1, 4).reshape(1, 4),
-    "FP16": np.array([[0.5, 1.5]], dtype=np.float16),
-    "INT8": np.array([[-128, 127]], dtype=np.int8),
-    "INT32": np.array([[1, -2, 3]], dtype=np.int32),
-    "INT64": np.array([[2**40, -(2**40)]], dtype=np.int64),
-    "UINT8": np.array([[0, 255]], dtype=np.uint8),
-    "UINT64": np.array([[2**63 + 5]], dtype=np.uint64),
-    "BOOL": np.array([[True, False, True]]),
-    "BYTES": np.array([[b"hello", "wörld".encode()]], dtype=np.object_),
-}
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from samples import NUMERIC_DTYPES
 
 from inferkit.errors import (
     InferkitError,
@@ -31,21 +32,7 @@ from inferkit.types import (
     ResponseOutput,
 )
 
-DTYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": object,
-}
+DTYPES = {**NUMERIC_DTYPES, "BYTES": object}
 
 # (datatype, elements, typed contents field); every datatype, extremes included. FP16 has no
 # typed field: it always travels raw.

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from samples import NUMERIC_DTYPES
 
 from inferkit.errors import InvalidRequest
 from inferkit.transports.grpc import _wire, convert
@@ -243,20 +244,7 @@ def test_random_bytes_parse_or_raise_a_value_error(data: bytes) -> None:
 
 # -- random messages ----------------------------------------------------------------------------
 
-DTYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+DTYPES = NUMERIC_DTYPES
 
 params = st.dictionaries(
     st.text(max_size=5),
