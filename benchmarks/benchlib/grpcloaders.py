@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .loaders import LoadError, LoadResult, parse_result, pinned
+from .loaders import LoadError, LoadResult, parse_result, run_loader
 
 __all__ = [
     "GrpcTarget",
@@ -138,24 +138,6 @@ def parse_h2load(output: str, log_lines: Iterable[str], answer_size: int) -> Loa
     )
 
 
-def _run(command: list[str], cpu: int | None, target: GrpcTarget) -> str:
-    try:
-        done = subprocess.run(
-            pinned(command, cpu),
-            capture_output=True,
-            text=True,
-            # The loader stops by itself; this bounds a loader that hangs.
-            timeout=target.duration_s + target.timeout_s + 30,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise LoadError(f"{Path(command[0]).name} did not finish in time") from exc
-    if done.returncode != 0:
-        name = Path(command[1] if command[0] == sys.executable else command[0]).name
-        raise LoadError(f"{name} exited {done.returncode}: {done.stderr[-500:]}")
-    return done.stdout
-
-
 def run_grpc_load(
     target: GrpcTarget, work_dir: Path, cpu: int | None, use_h2load: bool
 ) -> LoadResult:
@@ -163,7 +145,9 @@ def run_grpc_load(
     if use_h2load:
         log_file = work_dir / "h2load-requests.tsv"
         log_file.unlink(missing_ok=True)  # h2load appends to it
-        output = _run(h2load_command(target, log_file), cpu, target)
+        output = run_loader(
+            h2load_command(target, log_file), cpu, target.duration_s + target.timeout_s
+        )
         with log_file.open() as lines:
             return parse_h2load(output, lines, target.answer_size)
     marker_file = work_dir / "grpc-marker.bin"
@@ -179,4 +163,4 @@ def run_grpc_load(
         f"--duration={target.duration_s}",
         f"--timeout={target.timeout_s}",
     ]
-    return parse_result(_run(command, cpu, target))
+    return parse_result(run_loader(command, cpu, target.duration_s + target.timeout_s))

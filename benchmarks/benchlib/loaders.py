@@ -23,6 +23,7 @@ __all__ = [
     "parse_result",
     "pinned",
     "run_load",
+    "run_loader",
     "wrk_script",
 ]
 
@@ -184,17 +185,24 @@ def run_load(target: LoadTarget, work_dir: Path, cpu: int | None, use_wrk: bool)
             f"--timeout={target.timeout_s}",
             *(f"--header={name}: {value}" for name, value in target.headers.items()),
         ]
+    return parse_result(run_loader(command, cpu, target.duration_s + target.timeout_s))
+
+
+def run_loader(command: list[str], cpu: int | None, runs_for_s: float) -> str:
+    """Run a load generator pinned to ``cpu`` and return what it printed; LoadError if it
+    fails or is still running 30 s after the ``runs_for_s`` it should stop by itself in."""
+    # A Python loader is named by its script, not by the interpreter.
+    name = Path(command[1] if command[0] == sys.executable else command[0]).name
     try:
         done = subprocess.run(
             pinned(command, cpu),
             capture_output=True,
             text=True,
-            # The loader stops by itself; this bounds a loader that hangs.
-            timeout=target.duration_s + target.timeout_s + 30,
+            timeout=runs_for_s + 30,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise LoadError(f"{command[0]} did not finish in time") from exc
+        raise LoadError(f"{name} did not finish in time") from exc
     if done.returncode != 0:
-        raise LoadError(f"{command[0]} exited {done.returncode}: {done.stderr[-500:]}")
-    return parse_result(done.stdout)
+        raise LoadError(f"{name} exited {done.returncode}: {done.stderr[-500:]}")
+    return done.stdout
