@@ -221,13 +221,19 @@ class InferEndpoint:
         return _Traced(self, self.tracer, route)
 
     async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, span: InferenceSpan | None = None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        span: InferenceSpan | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         started = time.perf_counter()
         params = scope["path_params"]
         name: str = params["name"]
         version: str | None = params.get("version")
-        headers = scope_headers(scope)
+        if headers is None:
+            headers = scope_headers(scope)
         request_id = ""
         code = ""
         token = _inference.set(None)
@@ -316,11 +322,12 @@ class _Traced:
         self.attributes = {"http.request.method": "POST", "http.route": route}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        carrier = scope_headers(scope)
+        # Read once: the span's parent comes from these headers, then the model gets them.
+        headers = scope_headers(scope)
         with self.tracer.span(
-            self.name, carrier, transport="rest", attributes=self.attributes
+            self.name, headers, transport="rest", attributes=self.attributes
         ) as span:
-            await self.endpoint(scope, receive, send, span)
+            await self.endpoint(scope, receive, send, span, headers)
 
 
 def _int_header(value: str) -> int:
