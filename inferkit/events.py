@@ -22,20 +22,46 @@ __all__ = [
 
 
 class InferenceFinished(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One ``Server.infer`` call ended, successfully or not."""
+    """One inference ended, successfully or not: the outcome record of the request pipeline.
+
+    One record per unary call (REST ``infer``, gRPC ``ModelInfer``, ``Server.infer``), per
+    message of a stream answered request by request, and per stream of a model with its own
+    ``predict_stream``. The access log, metrics, statistics and tracing are all built from it,
+    so every transport reports the same facts.
+    """
 
     model: str
     #: The resolved version ("" for an unversioned model), never ``None``.
     version: str
-    #: Seconds from the call to the answer, including validation and encoding in the core.
+    #: Seconds from the call to the answer, including reading, validation and encoding.
     duration_s: float
-    #: Seconds spent inside the model's ``predict``.
+    #: Seconds spent inside the model's ``predict`` (or its ``predict_stream``).
     compute_s: float
     ok: bool
-    #: The error ``code`` when ``ok`` is false ("INTERNAL" for an unexpected exception).
+    #: The error ``code`` when ``ok`` is false ("INTERNAL" for an unexpected exception,
+    #: "CANCELLED" when the client went away).
     code: str = ""
-    #: Batch size along the first dimension of the first input (1 when unknown).
+    #: Whether the model (version) was found; a call to an unknown model has a record too
+    #: (for the access log and tracing), which statistics and model metrics skip.
+    found: bool = True
+    #: Batch size along the first dimension of the first input (1 when unknown); for a
+    #: stream, the number of requests it carried.
     batch_size: int = 1
+    #: The transport that carried the call ("rest", "grpc"), "" for a direct ``Server`` call.
+    transport: str = ""
+    #: The route template or RPC (``/v2/models/{name}/infer``), never a raw path.
+    route: str = ""
+    #: The path as requested (REST) or the RPC's path (gRPC), for the access log.
+    path: str = ""
+    #: The transport's status of the answer (``200``, ``404``, ``OK``, ``NOT_FOUND``), ""
+    #: when nothing was answered (a direct call, or a client that went away).
+    status: str = ""
+    #: The request ``id`` (the generated one when the request had none).
+    request_id: str = ""
+    #: Whether the call was a stream (REST ``infer_stream``, gRPC ``ModelStreamInfer``).
+    stream: bool = False
+    #: Responses sent: 1 for a unary call, the number of responses of a stream.
+    responses: int = 1
 
 
 class ModelLoaded(msgspec.Struct, frozen=True, kw_only=True, gc=False):

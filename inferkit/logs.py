@@ -22,9 +22,10 @@ from typing import IO, Any
 import msgspec
 
 from .errors import SettingsError
+from .events import Event, InferenceFinished
 from .settings import Settings
 
-__all__ = ["ACCESS_LOGGER", "JsonFormatter", "configure_logging", "log_access"]
+__all__ = ["ACCESS_LOGGER", "JsonFormatter", "access_listener", "configure_logging", "log_access"]
 
 #: The logger of the access lines.
 ACCESS_LOGGER = "inferkit.access"
@@ -138,4 +139,25 @@ def log_access(
             "model": model,
             "version": version,
         },
+    )
+
+
+def access_listener(event: Event) -> None:
+    """The access line of every call a transport answered, from its outcome record.
+
+    A listener of every ``Server``: direct ``Server.infer`` calls have no transport and no line.
+    """
+    if type(event) is not InferenceFinished or not event.transport:
+        return
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    status: int | str = int(event.status) if event.status.isdigit() else event.status
+    log_access(
+        method="POST",  # every inference call is a POST, gRPC's too (HTTP/2)
+        path=event.path,
+        status=status or "-",
+        duration_s=event.duration_s,
+        request_id=event.request_id,
+        model=event.model,
+        version=event.version,
     )

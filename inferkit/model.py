@@ -25,7 +25,7 @@ from .types import (
     ResponseOutput,
 )
 
-__all__ = ["Model", "ModelProtocol"]
+__all__ = ["Model", "ModelProtocol", "StreamingModel", "has_own_stream"]
 
 
 @runtime_checkable
@@ -47,6 +47,15 @@ class ModelProtocol(Protocol):
     async def unload(self) -> bool | None: ...
 
     def metadata(self) -> MetadataModelResponse: ...
+
+
+@runtime_checkable
+class StreamingModel(ModelProtocol, Protocol):
+    """A model that answers streams itself (MLServer's ``predict_stream`` signature)."""
+
+    def predict_stream(
+        self, payloads: AsyncIterator[InferenceRequest]
+    ) -> AsyncIterator[InferenceResponse]: ...
 
 
 class Model:
@@ -142,3 +151,18 @@ def _content_type_parameters(settings: ModelSettings) -> dict[str, Any] | None:
     if params is not None and params.content_type:
         return {"content_type": params.content_type}
     return None
+
+
+def has_own_stream(model: object) -> bool:
+    """Whether a model answers streams itself, rather than by the default ``predict_stream``.
+
+    A model with its own ``predict_stream`` gets a whole stream of requests; any other is
+    called once per request, so that one failed request does not end the stream. A wrapper
+    that cannot tell by its class (the worker-process proxy) says so with a
+    ``streams_natively`` attribute.
+    """
+    flag = getattr(model, "streams_natively", None)
+    if isinstance(flag, bool):
+        return flag
+    method = getattr(type(model), "predict_stream", None)
+    return method is not None and method is not Model.predict_stream

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import importlib.util
 import logging
@@ -66,7 +65,9 @@ async def serve_async(server: Server, settings: Settings | None = None) -> None:
     for host, port, what in _ports(settings):
         _check_port(host, port, what)
     tracer = _tracer(settings)
-    services = _services(settings, tracer)
+    if tracer is not None:
+        server.add_hook(tracer)  # every transport's calls are traced by the pipeline
+    services = _services(settings)
     stop = asyncio.Event()
     restore = _install_signal_handlers(stop)
     try:
@@ -94,6 +95,7 @@ async def serve_async(server: Server, settings: Settings | None = None) -> None:
         restore()
         await server.stop()
         if tracer is not None:
+            server.remove_hook(tracer)
             # Flush the spans still batched (SIGTERM included); exporting blocks, so off-loop.
             await asyncio.to_thread(tracer.shutdown)
         log.info("Stopped")
@@ -107,8 +109,8 @@ def _tracer(settings: Settings) -> InferenceTracer | None:
     return tracer_for(settings)
 
 
-def _services(settings: Settings, tracer: InferenceTracer | None = None) -> list[Service]:
-    services: list[Service] = [functools.partial(_rest_service, tracer=tracer)]
+def _services(settings: Settings) -> list[Service]:
+    services: list[Service] = [_rest_service]
     if _metrics_installed():
         from .transports.metrics import metrics_service
 
@@ -116,7 +118,7 @@ def _services(settings: Settings, tracer: InferenceTracer | None = None) -> list
     if _serves_grpc(settings):
         from .transports.grpc import grpc_service
 
-        services.append(functools.partial(grpc_service, tracer=tracer))
+        services.append(grpc_service)
     return services
 
 
@@ -140,13 +142,7 @@ def _ports(settings: Settings) -> list[tuple[str, int, str]]:
     return [p for p in ports if p[1]]
 
 
-async def _rest_service(
-    server: Server,
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    tracer: InferenceTracer | None = None,
-) -> None:
+async def _rest_service(server: Server, settings: Settings, stop: asyncio.Event) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -157,14 +153,12 @@ async def _rest_service(
     config.accesslog = None
     config.errorlog = logging.getLogger("inferkit.http")
     config.keep_alive_timeout = 75  # longer than common load balancers' idle timeouts
-    asgi = http_app(server, settings, tracer=tracer)
+    asgi = http_app(server, settings)
     log.info("HTTP server running on http://%s:%d", settings.host, settings.http_port)
     await hypercorn_serve(asgi, config, shutdown_trigger=stop.wait)
 
 
-def http_app(
-    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
-) -> Any:
+def http_app(server: Server, settings: Settings | None = None) -> Any:
     """The ASGI app ``inferkit start`` serves on its HTTP port, to mount in your own service.
 
     The V2 REST API (:func:`~inferkit.transports.rest.create_rest_app`), and when
@@ -174,7 +168,7 @@ def http_app(
     from .transports.rest import create_rest_app
 
     settings = settings if settings is not None else server.settings
-    app = create_rest_app(server, settings, tracer=tracer)
+    app = create_rest_app(server, settings)
     if not _metrics_installed():
         return app
     from .transports.metrics import create_metrics_app, instrument_rest_app

@@ -9,28 +9,28 @@ ASGI app, attached to a grpclib server, or run standalone with :meth:`Server.ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import codecs as _codecs
 from ._version import __version__
+from .admission import Feed, batch_size, check_inputs, complete, stamp
 from .errors import (
     InferenceFailed,
     InferenceTimeout,
     InferkitError,
-    InvalidRequest,
-    InvalidShape,
     ModelLoadError,
     ModelNotFound,
-    OutputNotFound,
     ShuttingDown,
 )
-from .events import Event, InferenceFinished, Listener
+from .events import Listener
+from .logs import access_listener
 from .metrics import MetricStore
-from .model import Model, ModelProtocol
+from .model import Model, ModelProtocol, StreamingModel, has_own_stream
+from .pipeline import Call, CallHook, Exchange, Pipeline, Refuse
 from .registry import ModelFactory, Registry, Slot
 from .settings import ModelSettings, Settings
 from .statistics import ModelStatisticsResponse, Statistics
@@ -39,7 +39,6 @@ from .types import (
     InferenceResponse,
     MetadataModelResponse,
     MetadataServerResponse,
-    MetadataTensor,
     RepositoryIndexResponseItem,
     State,
 )
@@ -50,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["Server"]
 
 log = logging.getLogger("inferkit.server")
+
+_T = TypeVar("_T")
 
 
 class Server:
@@ -75,10 +76,17 @@ class Server:
         self.extensions: list[str] = ["model_repository", "statistics", *self.settings.extensions]
         # One statistics store per server, fed by the events, read by every transport.
         self._statistics = Statistics()
-        self._listeners: list[Listener] = [self._statistics]
+        # The request pipeline of every transport: statistics and the access log listen to
+        # its outcome records like any other listener.
+        self._pipeline = Pipeline(
+            [self._statistics, access_listener],
+            infer=self._run,
+            stream=self._stream,
+            natively=self._streams_natively,
+        )
         #: Metrics of the transports and custom metrics of the models, for exporters.
         self.metrics = MetricStore()
-        self._registry = Registry(self._emit)
+        self._registry = Registry(self._pipeline.emit)
         self._closing = False
         self._started = False
         for model in models:
@@ -123,18 +131,20 @@ class Server:
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every event (inference finished, model loaded, ...)."""
-        self._listeners.append(listener)
+        self._pipeline.listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling a listener added with :meth:`add_listener`."""
-        self._listeners.remove(listener)
+        self._pipeline.listeners.remove(listener)
 
-    def _emit(self, event: Event) -> None:
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("Event listener %r failed", listener)
+    def add_hook(self, hook: CallHook) -> None:
+        """Run ``hook`` around every inference call (e.g. a tracer); added once however often."""
+        if hook not in self._pipeline.hooks:
+            self._pipeline.hooks.append(hook)
+
+    def remove_hook(self, hook: CallHook) -> None:
+        """Stop running a hook added with :meth:`add_hook`."""
+        self._pipeline.hooks.remove(hook)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -279,53 +289,170 @@ class Server:
     # -- inference ------------------------------------------------------------------------
 
     async def infer(
-        self, name: str, request: InferenceRequest, version: str | None = None
+        self,
+        name: str,
+        request: InferenceRequest,
+        version: str | None = None,
+        *,
+        context: Call | None = None,
     ) -> InferenceResponse:
-        """Run one inference request on a model (its default version unless one is given)."""
-        if self._closing:
-            raise ShuttingDown("The server is shutting down", model=name, version=version)
-        slot = self._registry.get(name, version)
-        started = time.perf_counter()
-        compute_s = 0.0
-        code = ""
+        """Run one inference request on a model (its default version unless one is given).
+
+        ``context`` is a transport's call (:class:`~inferkit.pipeline.Call`: headers, deadline,
+        ...), whose outcome record the transport's :meth:`handle` emits; without one, the call
+        is this method's own and its record is emitted here.
+        """
+        if context is not None:
+            return await self._infer(context, name, request, version)
+        call = Call(model=name, version=version)
+        tokens = self._pipeline.begin(call)
         try:
-            _check_inputs(request, slot.settings.inputs)
-            model = slot.enter()
-            try:
-                t0 = time.perf_counter()
-                response = await self._predict(model, request, slot)
-                compute_s = time.perf_counter() - t0
-            finally:
-                slot.leave()
-            return _complete(response, request, slot)
-        except InferkitError as exc:
-            code = exc.code
-            exc.model, exc.version = exc.model or slot.name, exc.version or slot.version
-            raise
-        except Exception:
-            code = "INTERNAL"
+            return await self._infer(call, name, request, version)
+        except BaseException as exc:
+            call.fail(exc)
             raise
         finally:
-            self._emit(
-                InferenceFinished(
-                    model=slot.name,
-                    version=slot.version,
-                    duration_s=time.perf_counter() - started,
-                    compute_s=compute_s,
-                    ok=not code,
-                    code=code,
-                    batch_size=_batch_size(request),
-                )
-            )
+            self._pipeline.end(call, tokens)
+
+    async def infer_stream(
+        self,
+        name: str,
+        requests: AsyncIterable[InferenceRequest],
+        version: str | None = None,
+        *,
+        context: Call | None = None,
+    ) -> AsyncIterator[InferenceResponse]:
+        """Run a stream of requests through a model: its responses, as it yields them.
+
+        A model with its own ``predict_stream`` gets the requests as an async iterator and
+        answers as it likes (MLServer's signature); any other model gets MLServer's default,
+        one ``predict`` per request, in order. Requests are checked as they arrive. An error
+        (the model's, or an invalid request) ends the stream; closing the iterator early
+        closes the model's.
+        """
+        call = context if context is not None else Call(model=name, version=version, stream=True)
+        tokens = self._pipeline.begin(call) if context is None else None
+        try:
+            call.model, call.version = name, version
+            async with contextlib.aclosing(self._stream(call, requests)) as stream:
+                async for response in stream:
+                    yield response
+        except BaseException as exc:
+            if context is None:
+                call.fail(exc)
+            raise
+        finally:
+            if context is None:
+                self._pipeline.end(call, tokens)
+
+    async def handle(self, call: Call, exchange: Exchange) -> None:
+        """Answer one unary call of a transport through the request pipeline.
+
+        The transport's ``exchange`` reads the request and writes the answer; the core does
+        the rest (see :meth:`~inferkit.pipeline.Pipeline.handle`). Errors are sent, never
+        raised.
+        """
+        await self._pipeline.handle(call, exchange)
+
+    async def handle_stream(self, call: Call, exchange: Exchange) -> None:
+        """Answer a stream call of a transport (gRPC ``ModelStreamInfer``, REST
+        ``infer_stream``) through the request pipeline; see
+        :meth:`~inferkit.pipeline.Pipeline.handle_stream`."""
+        await self._pipeline.handle_stream(call, exchange)
+
+    async def _run(self, call: Call, request: InferenceRequest) -> InferenceResponse:
+        return await self._infer(call, call.model, request, call.version)
+
+    def _streams_natively(self, call: Call) -> bool:
+        try:
+            model = self._registry.get(call.model, call.version).model
+        except ModelNotFound:
+            return False
+        return model is not None and has_own_stream(model)
+
+    async def _infer(
+        self, call: Call, name: str, request: InferenceRequest, version: str | None
+    ) -> InferenceResponse:
+        call.request_id = request.id or call.request_id
+        slot = self._resolve(call, name, version)
+        self._admit(call, request, slot)
+        call.batch_size = batch_size(request)
+        model = slot.enter()
+        try:
+            response = await self._predict(model, request, slot, call)
+        finally:
+            slot.leave()
+        response = complete(response, request, slot.name, slot.version)
+        call.request_id = response.id or ""
+        return response
+
+    def _resolve(self, call: Call, name: str, version: str | None) -> Slot:
+        if self._closing:
+            raise ShuttingDown("The server is shutting down", model=name, version=version)
+        call.model = name
+        slot = self._registry.get(name, version)
+        call.model, call.version, call.resolved = slot.name, slot.version, True
+        return slot
+
+    def _admit(self, call: Call, request: InferenceRequest, slot: Slot) -> None:
+        """Ready a request for the model: the call's headers in its parameters, inputs checked."""
+        call.request_id = request.id or call.request_id
+        if call.headers is not None:
+            # As MLServer does: the model sees the request's headers (and the trace context).
+            request.parameters = {**(request.parameters or {}), "headers": call.headers}
+        check_inputs(request, slot.settings.inputs)
+
+    async def _stream(
+        self,
+        call: Call,
+        requests: AsyncIterable[InferenceRequest],
+        refuse: Refuse | None = None,
+    ) -> AsyncGenerator[InferenceResponse, None]:
+        """The responses of a stream to the model ``call`` names; ``refuse`` (if given)
+        answers invalid requests, which are then skipped, instead of ending the stream."""
+        slot = self._resolve(call, call.model, call.version)
+        model = slot.enter()  # held for the whole stream: an unload waits for it to end
+        feed = Feed(call, lambda request: self._admit(call, request, slot), requests, refuse)
+        try:
+            if not has_own_stream(model):
+                async with contextlib.aclosing(feed.requests()) as each:
+                    async for request in each:
+                        response = await self._predict(model, request, slot, call)
+                        call.responses += 1
+                        yield complete(response, request, slot.name, slot.version)
+                return
+            streaming = cast(StreamingModel, model)
+            async with _closing(streaming.predict_stream(feed.requests())) as responses:
+                while True:
+                    started, waited = time.perf_counter(), feed.waited_s
+                    try:
+                        response = await anext(responses)
+                    except StopAsyncIteration:
+                        return
+                    except Exception as exc:
+                        # The feed's own errors (the client's) and ours pass as they are.
+                        if exc is feed.error or isinstance(exc, InferkitError):
+                            raise
+                        raise _model_failed(slot, "predict_stream") from None
+                    # The model's time, less the time it waited for the client's requests.
+                    call.compute_s += time.perf_counter() - started - (feed.waited_s - waited)
+                    call.responses += 1
+                    response = stamp(response, feed.latest, slot.name, slot.version)
+                    call.request_id = call.request_id or response.id or ""
+                    yield response
+        finally:
+            slot.leave()
 
     async def _predict(
-        self, model: ModelProtocol, request: InferenceRequest, slot: Slot
+        self, model: ModelProtocol, request: InferenceRequest, slot: Slot, call: Call
     ) -> InferenceResponse:
-        timeout = self.settings.inference_timeout
+        timeout = self._timeout(call, slot)
+        started = time.perf_counter()
         try:
             if timeout is None:
-                return await model.predict(request)
-            return await asyncio.wait_for(model.predict(request), timeout)
+                response = await model.predict(request)
+            else:
+                response = await asyncio.wait_for(model.predict(request), timeout)
         except InferkitError:
             raise
         except asyncio.TimeoutError:
@@ -333,11 +460,40 @@ class Server:
                 f"Model '{slot.name}' did not answer within {timeout:g}s"
             ) from None
         except Exception:
-            # The exception's text stays in the server log: it may carry internals or secrets.
-            log.exception("Model '%s'%s raised during predict", slot.name, _v(slot.version))
-            raise InferenceFailed(
-                f"Model '{slot.name}' failed to run inference; see the server log"
-            ) from None
+            raise _model_failed(slot, "predict") from None
+        call.compute_s += time.perf_counter() - started
+        return response
+
+    def _timeout(self, call: Call, slot: Slot) -> float | None:
+        """Seconds the model may take: ``inference_timeout``, or less if the client's deadline
+        comes first (a request whose deadline already passed does not run)."""
+        timeout = self.settings.inference_timeout
+        remaining = call.remaining()
+        if remaining is None:
+            return timeout
+        if remaining <= 0:
+            raise InferenceTimeout(
+                f"The request's deadline passed before model '{slot.name}' could run it"
+            )
+        return remaining if timeout is None else min(timeout, remaining)
+
+
+@contextlib.asynccontextmanager
+async def _closing(iterator: AsyncIterator[_T]) -> AsyncGenerator[AsyncIterator[_T], None]:
+    """``iterator``, closed at the end of the block if it can be (an async generator can):
+    a stream that ends early, or is cancelled, stops the model's iterator at once."""
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _model_failed(slot: Slot, method: str) -> InferenceFailed:
+    # The exception's text stays in the server log: it may carry internals or secrets.
+    log.exception("Model '%s'%s raised during %s", slot.name, _v(slot.version), method)
+    return InferenceFailed(f"Model '{slot.name}' failed to run inference; see the server log")
 
 
 def _codec_registry(
@@ -352,63 +508,6 @@ def _codec_registry(
         else:
             registry.register_input_codec(codec)
     return registry
-
-
-def _check_inputs(request: InferenceRequest, declared: list[MetadataTensor]) -> None:
-    """Validate every input's tensor, then against the model's declared inputs, if any."""
-    by_name = {tensor.name: tensor for tensor in declared}
-    for i, tensor in enumerate(request.inputs):
-        where = f"$.inputs[{i}]"
-        _codecs.check_tensor(tensor, where)
-        spec = by_name.get(tensor.name)
-        if spec is None:
-            continue
-        if spec.datatype and spec.datatype != tensor.datatype:
-            raise InvalidRequest(
-                f"Expected datatype {spec.datatype} for input '{tensor.name}', "
-                f"got {tensor.datatype}",
-                where=f"{where}.datatype",
-            )
-        if spec.shape and not _shape_fits(spec.shape, tensor.shape):
-            raise InvalidShape(
-                f"Expected shape {spec.shape} for input '{tensor.name}', got {tensor.shape}",
-                where=f"{where}.shape",
-            )
-
-
-def _shape_fits(spec: list[int], shape: list[int]) -> bool:
-    return len(spec) == len(shape) and all(s in (-1, d) for s, d in zip(spec, shape, strict=True))
-
-
-def _complete(
-    response: InferenceResponse, request: InferenceRequest, slot: Slot
-) -> InferenceResponse:
-    """Fill id, name and version, and keep only the requested outputs (V2 ``outputs``)."""
-    response.id = request.id or response.id or str(uuid.uuid4())
-    response.model_name = slot.name
-    response.model_version = slot.version or None
-    if request.outputs:
-        produced = {output.name: output for output in response.outputs}
-        selected = []
-        for i, wanted in enumerate(request.outputs):
-            output = produced.get(wanted.name)
-            if output is None:
-                raise OutputNotFound(
-                    f"Model '{slot.name}' has no output '{wanted.name}'; it produced "
-                    f"{sorted(produced)}",
-                    where=f"$.outputs[{i}].name",
-                )
-            if wanted.parameters:
-                output.parameters = {**(output.parameters or {}), **wanted.parameters}
-            selected.append(output)
-        response.outputs = selected
-    return response
-
-
-def _batch_size(request: InferenceRequest) -> int:
-    if request.inputs and request.inputs[0].shape:
-        return max(int(request.inputs[0].shape[0]), 1)
-    return 1
 
 
 def _state(slot: Slot) -> tuple[State, str]:

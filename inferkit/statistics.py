@@ -155,7 +155,7 @@ class Statistics:
         self._models: dict[tuple[str, str], _Model] = {}
 
     def __call__(self, event: Event) -> None:
-        if type(event) is not InferenceFinished:
+        if type(event) is not InferenceFinished or not event.found:
             return
         model = self._models.get((event.model, event.version))
         if model is None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 
-from inferkit import InferenceRequest, InferenceResponse, Model, ModelSettings
-from inferkit.codecs import decode_tensor, encode_tensor
+from inferkit import InferenceRequest, InferenceResponse, Model, ModelSettings, ResponseOutput
+from inferkit.codecs import StringCodec, decode_tensor, encode_tensor
 from inferkit.settings import ModelParameters
 
 
@@ -53,3 +54,36 @@ def named(cls: type[Model], name: str, version: str | None = None, **settings: A
     """An instance of ``cls`` with the given name and version."""
     params = ModelParameters(version=version) if version else None
     return cls(ModelSettings(name=name, parameters=params, **settings))
+
+
+class WordStream(Model):
+    """Streams one response per word of each request's BYTES input (its own ``predict_stream``).
+
+    A word ``boom`` makes it raise (with a secret in the text); ``predict`` answers the words
+    as one response.
+    """
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        return InferenceResponse(model_name=self.name, outputs=[_words(_text(payload))])
+
+    async def predict_stream(
+        self, payloads: AsyncIterator[InferenceRequest]
+    ) -> AsyncIterator[InferenceResponse]:
+        async for payload in payloads:
+            for word in _text(payload).split():
+                if word == "boom":
+                    raise RuntimeError("secret-token-456 in the stream")
+                yield InferenceResponse(model_name=self.name, outputs=[_words(word)])
+
+
+def _text(payload: InferenceRequest) -> str:
+    return " ".join(StringCodec.decode_input(payload.inputs[0]))
+
+
+def _words(text: str) -> ResponseOutput:
+    return StringCodec.encode_output("word", [text])
+
+
+def text_request(text: str, id: str | None = None) -> InferenceRequest:
+    """A request with one BYTES input ``text`` holding ``text``."""
+    return InferenceRequest(id=id, inputs=[StringCodec.encode_input("text", [text])])

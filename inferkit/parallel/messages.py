@@ -109,6 +109,9 @@ class Ready(_Message):
 
     pid: int
     metadata: MetadataModelResponse
+    #: Whether the model has its own ``predict_stream`` (else streams are answered with one
+    #: ``predict`` per request, by the main process).
+    streams: bool = False
 
 
 class LoadFailed(_Message):

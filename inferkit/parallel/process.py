@@ -80,6 +80,8 @@ class WorkerProcess:
         self.state: WorkerState = "starting"
         self.pid: int | None = None
         self.metadata: MetadataModelResponse | None = None
+        #: Whether the worker's model has its own ``predict_stream``.
+        self.streams = False
         #: Calls and streams in flight, by id.
         self.pending: dict[int, _Pending] = {}
         #: How many of them failed when the worker died.
@@ -136,6 +138,7 @@ class WorkerProcess:
         outcome = await self._started
         if isinstance(outcome, Ready):
             self.pid, self.metadata, self.state = outcome.pid, outcome.metadata, "ready"
+            self.streams = outcome.streams
             return
         if isinstance(outcome, LoadFailed):
             raise ModelLoadError(outcome.reason, model=self.model)

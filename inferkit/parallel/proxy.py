@@ -96,6 +96,10 @@ class ParallelModel:
         self._restarts: set[asyncio.Task[None]] = set()
         self._at_exit: multiprocessing.util.Finalize | None = None
         self._metadata: MetadataModelResponse | None = None
+        #: Whether the model (in the workers) has its own ``predict_stream``; known once
+        #: loaded. The server streams through :meth:`predict_stream` only then, and calls
+        #: :meth:`predict` once per request otherwise.
+        self.streams_natively = False
         self._loaded = False
         self._closing = False
 
@@ -162,6 +166,7 @@ class ParallelModel:
             await self.unload()
             raise failures[0]
         self._metadata = self._pool[0].metadata
+        self.streams_natively = self._pool[0].streams
         self._loaded = True
         log.info("Model '%s' runs in %d worker processes %s", self.name, self.workers, self.pids)
         return True

@@ -30,7 +30,7 @@ from .. import errors
 from ..errors import InferkitError, ModelLoadError
 from ..logs import configure_logging
 from ..metrics import ModelMetrics
-from ..model import Model, ModelProtocol
+from ..model import Model, ModelProtocol, has_own_stream
 from ..repository import resolve_implementation
 from ..settings import ModelSettings, Settings
 from ..types import InferenceRequest, InferenceResponse
@@ -120,7 +120,10 @@ class _Worker:
         metrics = getattr(self.model, "metrics", None)
         if isinstance(metrics, ModelMetrics):
             self.metrics = MetricsDiff(metrics)
-        self._send(Ready(pid=os.getpid(), metadata=self.model.metadata()))
+        ready = Ready(
+            pid=os.getpid(), metadata=self.model.metadata(), streams=has_own_stream(self.model)
+        )
+        self._send(ready)
         await self.stop.wait()
         for task in list(self.tasks.values()):
             task.cancel()
@@ -261,12 +264,11 @@ class _Worker:
 async def _responses(
     model: ModelProtocol, requests: AsyncIterator[InferenceRequest]
 ) -> AsyncIterator[InferenceResponse]:
-    stream = getattr(model, "predict_stream", None)
-    if stream is not None:
-        async for response in stream(requests):
+    if has_own_stream(model):
+        async for response in model.predict_stream(requests):  # type: ignore[attr-defined]
             yield response
         return
-    async for request in requests:  # a protocol-only model: one predict per request
+    async for request in requests:  # the default: one predict per request
         yield await model.predict(request)
 
 

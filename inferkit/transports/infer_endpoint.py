@@ -1,45 +1,42 @@
-"""The REST inference endpoint: a plain ASGI app, because it is the hot path.
+"""The REST inference endpoints: plain ASGI apps, because they are the hot path.
 
-Every other route is a Starlette handler. This one is called thousands of times a second, so
-it speaks ASGI itself: it reads the body from ``receive``, calls ``Server.infer`` and sends the
-answer as two messages, without Starlette's ``Request``/``Response`` objects or its
-per-request exception wrapper (together about a third of the app's own cost per small request;
+Every other route is a Starlette handler. ``infer`` is called thousands of times a second, so
+it speaks ASGI itself: it reads the body from ``receive`` and sends the answer as two
+messages, without Starlette's ``Request``/``Response`` objects or its per-request exception
+wrapper (together about a third of the app's own cost per small request;
 ``benchmarks/profile_rest.py`` measures it). Starlette still routes to it (so the route
-template, path parameters, CORS and gzip apply as for any route) and its behaviour is the
-other routes' own: the same error table, ``Server-Timing``, one access line.
+template, path parameters, CORS and gzip apply as for any route).
 
-With a tracer (:mod:`.tracing`), :meth:`InferEndpoint.for_route` puts each request in an
-OpenTelemetry SERVER span; without one the route gets the endpoint itself, untouched.
+The endpoints only translate. The core's request pipeline (``Server.handle`` and
+``Server.handle_stream``) drives each call through an *exchange* defined here: it decides
+when to read and what to answer, catches every error, and records one outcome per call,
+which the access log, metrics, statistics and tracing are built from.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
 import zlib
 from collections.abc import Callable
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from starlette.types import Message, Receive, Scope, Send
 
 from .. import errors
-from ..events import Event, InferenceFinished
-from ..logs import log_access
+from ..pipeline import Call, ClientGone
 from ..server import Server
-from ..types import InferenceRequest, InferenceResponse
+from ..types import InferenceRequest, InferenceResponse, encode_json
 from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
-
-if TYPE_CHECKING:
-    from .tracing import InferenceSpan, InferenceTracer
 
 __all__ = [
     "STATUS",
     "BodyReader",
     "ClientGone",
     "InferEndpoint",
+    "StreamEndpoint",
     "decode",
     "error_parts",
     "scope_headers",
@@ -92,10 +89,6 @@ def error_parts(exc: errors.InferkitError) -> tuple[int, bytes, Headers]:
     if exc.retryable:
         headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
     return status_for(exc), body, headers
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body was read; there is no one to answer."""
 
 
 class BodyReader:
@@ -189,110 +182,25 @@ def scope_headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-#: The InferenceFinished event of this request's inference. The core calls listeners
-#: synchronously inside ``Server.infer``, so the listener sets it in the endpoint's own context.
-_inference: ContextVar[InferenceFinished | None] = ContextVar("inferkit_inference", default=None)
-
-
-def _remember_inference(event: Event) -> None:
-    if type(event) is InferenceFinished:
-        _inference.set(event)
-
-
 class InferEndpoint:
-    """``POST /v2/models/{name}[/versions/{version}]/infer`` of one server, as an ASGI app."""
+    """``POST /v2/models/{name}[/versions/{version}]/infer`` of one server, as an ASGI app.
 
-    def __init__(
-        self, server: Server, max_request_size: int, tracer: InferenceTracer | None = None
-    ) -> None:
+    It only translates: the core's :meth:`~inferkit.Server.handle` drives the call (errors,
+    timing, the outcome record that feeds the access log, metrics and tracing) and this
+    endpoint's exchange reads the body and writes the answer.
+    """
+
+    def __init__(self, server: Server, max_request_size: int) -> None:
         self.server = server
         self.reader = BodyReader(max_request_size)
-        self.tracer = tracer
         self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
-        # Server-Timing is fed by the core's events: one listener per server, however many apps.
-        with contextlib.suppress(ValueError):
-            server.remove_listener(_remember_inference)
-        server.add_listener(_remember_inference)
 
     def for_route(self, route: str) -> Any:
-        """The ASGI app to route ``route`` (a template) to: traced when there is a tracer."""
-        if self.tracer is None:
-            return self
-        return _Traced(self, self.tracer, route)
+        """The ASGI app to route ``route`` (a template) to."""
+        return _Routed(self, route)
 
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        span: InferenceSpan | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        started = time.perf_counter()
-        params = scope["path_params"]
-        name: str = params["name"]
-        version: str | None = params.get("version")
-        if headers is None:
-            headers = scope_headers(scope)
-        request_id = ""
-        code = ""
-        token = _inference.set(None)
-        try:
-            try:
-                payload = await self._payload(receive, headers)
-                request_id = payload.id or ""
-                if span is not None:
-                    # The model sees the server span's context, so its spans become children.
-                    span.inject(headers)
-                payload.parameters = {**(payload.parameters or {}), "headers": headers}
-                response = await self.server.infer(name, payload, version)
-                request_id = response.id or request_id
-                status, body, out = _answer(response, payload.parameters)
-            except ClientGone:
-                log.debug("Client went away before sending its request to %s", scope["path"])
-                if span is not None:
-                    span.finish(
-                        model=name,
-                        version=version,
-                        request_id=None,
-                        error_code="CANCELLED",
-                        attributes={},
-                    )
-                return
-            except errors.InferkitError as exc:
-                status, body, out = error_parts(exc)
-                code = exc.code
-            except Exception:
-                log.exception("Unexpected error on POST %s", scope["path"])
-                status, body, out = error_parts(errors.InferkitError("Internal server error"))
-                code = "INTERNAL"
-            event = _inference.get()
-        finally:
-            _inference.reset(token)
-        if event is not None:
-            out.append((b"server-timing", _server_timing(event)))
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": body})
-        log_access(
-            method="POST",
-            path=scope["path"],
-            status=status,
-            duration_s=time.perf_counter() - started,
-            request_id=request_id or headers.get("x-request-id", ""),
-            model=event.model if event else name,
-            version=event.version if event else version or "",
-        )
-        if span is not None:
-            span.finish(
-                model=name,
-                # The core's event knows the resolved version, also when the model failed.
-                version=event.version if event else version,
-                request_id=request_id or None,
-                error_code=code,
-                attributes={"http.response.status_code": status},
-            )
-
-    async def _payload(self, receive: Receive, headers: dict[str, str]) -> InferenceRequest:
+    async def payload(self, receive: Receive, headers: dict[str, str]) -> InferenceRequest:
+        """Read and decode a request body: JSON, or JSON + binary tensors (Triton's extension)."""
         body = await self.reader.read(receive, headers)
         header_length = headers.get(HEADER_LENGTH)
         if header_length is None:
@@ -304,30 +212,196 @@ class InferEndpoint:
         payload: InferenceRequest = decode(self._decode_request, data)
         return payload
 
+    def call(self, scope: Scope, route: str, headers: dict[str, str], stream: bool) -> Call:
+        """The pipeline's call of a request to ``route``."""
+        params = scope["path_params"]
+        call = Call(
+            transport="rest",
+            route=route,
+            path=scope["path"],
+            headers=headers,
+            model=params["name"],
+            version=params.get("version"),
+            stream=stream,
+        )
+        call.request_id = headers.get("x-request-id", "")
+        return call
 
-class _Traced:
-    """The endpoint inside one OpenTelemetry SERVER span per request.
 
-    Named by the route's template (``POST /v2/models/{name}/infer``), never the raw path, as
-    OpenTelemetry's HTTP conventions ask: model names stay out of span names. A class, not a
-    closure: Starlette routes to functions as request/response handlers, to objects as ASGI.
-    """
+class _Routed:
+    """The endpoint bound to the route template it serves (which names it in records)."""
 
-    __slots__ = ("attributes", "endpoint", "name", "tracer")
+    __slots__ = ("endpoint", "route")
 
-    def __init__(self, endpoint: InferEndpoint, tracer: InferenceTracer, route: str) -> None:
+    def __init__(self, endpoint: InferEndpoint, route: str) -> None:
         self.endpoint = endpoint
-        self.tracer = tracer
-        self.name = f"POST {route}"
-        self.attributes = {"http.request.method": "POST", "http.route": route}
+        self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Read once: the span's parent comes from these headers, then the model gets them.
+        endpoint = self.endpoint
         headers = scope_headers(scope)
-        with self.tracer.span(
-            self.name, headers, transport="rest", attributes=self.attributes
-        ) as span:
-            await self.endpoint(scope, receive, send, span, headers)
+        call = endpoint.call(scope, self.route, headers, stream=False)
+        await endpoint.server.handle(call, _Exchange(endpoint, receive, send, headers))
+
+
+class _Exchange:
+    """One ``infer`` request: the body in, one answer out."""
+
+    __slots__ = ("endpoint", "headers", "payload", "receive_", "send_")
+
+    def __init__(
+        self, endpoint: InferEndpoint, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        self.endpoint = endpoint
+        self.receive_ = receive
+        self.send_ = send
+        self.headers = headers
+        self.payload: InferenceRequest | None = None
+
+    async def receive(self, call: Call) -> InferenceRequest | None:
+        self.payload = await self.endpoint.payload(self.receive_, self.headers)
+        return self.payload
+
+    async def send(self, call: Call, response: InferenceResponse) -> None:
+        params = self.payload.parameters if self.payload is not None else None
+        status, body, headers = _answer(response, params or {})
+        await self._send(call, status, body, headers)
+
+    async def send_error(self, call: Call, error: errors.InferkitError) -> None:
+        await self._send(call, *error_parts(error))
+
+    async def _send(self, call: Call, status: int, body: bytes, headers: Headers) -> None:
+        if call.resolved:
+            headers.append((b"server-timing", _server_timing(call)))
+        call.status = str(status)
+        await self.send_({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send_({"type": "http.response.body", "body": body})
+
+
+class StreamEndpoint:
+    """``POST /v2/models/{name}[/versions/{version}]/infer_stream`` (and ``generate_stream``).
+
+    MLServer's REST streaming: one request in, the model's responses out as Server-Sent Events
+    (``text/event-stream``), one ``data: {json}`` event per response. An error before the first
+    response is a plain error answer with its status; after it, an ``event: error`` whose data
+    is ``{"error": message, "code": CODE}``, and the stream ends. A client that disconnects
+    cancels the call, which closes the model's iterator.
+    """
+
+    def __init__(self, endpoint: InferEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def for_route(self, route: str) -> Any:
+        """The ASGI app to route ``route`` (a template) to."""
+        return _RoutedStream(self.endpoint, route)
+
+
+class _RoutedStream(_Routed):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.endpoint
+        headers = scope_headers(scope)
+        call = endpoint.call(scope, self.route, headers, stream=True)
+        events = _EventStream(endpoint, receive, send, headers)
+        try:
+            await endpoint.server.handle_stream(call, events)
+        except asyncio.CancelledError:
+            if not events.gone:
+                raise
+            _uncancel()
+            return  # the client went away: the call was cancelled for that, and recorded
+        finally:
+            events.stop_watching()
+        await events.finish()
+
+
+def _uncancel() -> None:
+    # The cancellation was ours (the client left); the task itself goes on (Python >= 3.11
+    # counts cancellations, and a pending one would break later awaits of this task).
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
+
+
+class _EventStream:
+    """One ``infer_stream`` request: the body in, Server-Sent Events out."""
+
+    __slots__ = ("endpoint", "gone", "headers", "read", "receive_", "send_", "started", "watcher")
+
+    def __init__(
+        self, endpoint: InferEndpoint, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        self.endpoint = endpoint
+        self.receive_ = receive
+        self.send_ = send
+        self.headers = headers
+        self.read = False
+        self.started = False
+        #: The client disconnected (and the call was cancelled for it).
+        self.gone = False
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def receive(self, call: Call) -> InferenceRequest | None:
+        if self.read:
+            return None  # one request per REST stream
+        self.read = True
+        payload = await self.endpoint.payload(self.receive_, self.headers)
+        task = asyncio.current_task()
+        assert task is not None
+        # With the body read, the next thing ASGI can tell is the client leaving.
+        self.watcher = asyncio.get_running_loop().create_task(self._watch(task))
+        return payload
+
+    async def _watch(self, task: asyncio.Task[Any]) -> None:
+        while (await self.receive_())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        task.cancel()
+
+    def stop_watching(self) -> None:
+        """Stop waiting for the client to leave (the call is over)."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    async def send(self, call: Call, response: InferenceResponse) -> None:
+        if not self.started:
+            await self._start(call)
+        await self._event(b"data: " + encode_json(response) + b"\n\n")
+
+    async def send_error(self, call: Call, error: errors.InferkitError) -> None:
+        if self.started:
+            body = msgspec.json.encode({"error": error.message, "code": error.code})
+            await self._event(b"event: error\ndata: " + body + b"\n\n")
+            return
+        status, body, headers = error_parts(error)
+        call.status = str(status)
+        self.started = self.read = True
+        await self.send_({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send_({"type": "http.response.body", "body": body})
+        self.send_ = _closed
+
+    async def _start(self, call: Call) -> None:
+        self.started = True
+        call.status = "200"
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+            # Proxies that buffer (nginx) would hold the events back until the end.
+            (b"x-accel-buffering", b"no"),
+        ]
+        await self.send_({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def _event(self, data: bytes) -> None:
+        await self.send_({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def finish(self) -> None:
+        """End the response (after the last event)."""
+        if self.started:
+            await self.send_({"type": "http.response.body", "body": b""})
+
+
+async def _closed(message: Message) -> None:
+    # A stream refused before its first event was answered whole; nothing more goes out.
+    return None
 
 
 def _int_header(value: str) -> int:
@@ -362,7 +436,9 @@ def _answer(
     return 200, body, headers
 
 
-def _server_timing(event: InferenceFinished) -> bytes:
-    # "queue" is everything but predict until batching measures the real wait (milliseconds).
-    queue_ms = max(event.duration_s - event.compute_s, 0.0) * 1000
-    return f"queue;dur={queue_ms:.3f}, compute;dur={event.compute_s * 1000:.3f}".encode()
+def _server_timing(call: Call) -> bytes:
+    # "queue" is everything but predict (reading, decoding, validation, encoding) until
+    # batching measures the real wait; milliseconds.
+    total_ms = (time.perf_counter() - call.started) * 1000
+    compute_ms = call.compute_s * 1000
+    return f"queue;dur={max(total_ms - compute_ms, 0.0):.3f}, compute;dur={compute_ms:.3f}".encode()

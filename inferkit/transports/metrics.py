@@ -112,7 +112,7 @@ class _InferenceMetrics:
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def __call__(self, event: Event) -> None:
-        if type(event) is not InferenceFinished:
+        if type(event) is not InferenceFinished or not event.found:
             return
         key = (event.model, event.version, event.code or "OK")
         children = self._children.get(key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -34,15 +34,13 @@ from .infer_endpoint import (
     STATUS,
     BodyReader,
     InferEndpoint,
+    StreamEndpoint,
     decode,
     error_parts,
     scope_headers,
     status_for,
 )
 from .openapi import docs_routes
-
-if TYPE_CHECKING:
-    from .tracing import InferenceTracer
 
 __all__ = ["STATUS", "create_rest_app", "error_response", "status_for"]
 
@@ -73,16 +71,14 @@ def _guard(handler: Handler) -> Handler:
     return guarded
 
 
-def create_rest_app(
-    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
-) -> Starlette:
+def create_rest_app(server: Server, settings: Settings | None = None) -> Starlette:
     """The V2 REST API of ``server`` as a Starlette app (settings default to the server's).
 
-    With a ``tracer`` (:mod:`inferkit.transports.tracing`), every inference request gets an
-    OpenTelemetry SERVER span.
+    Tracing, like the access log and metrics, is the server's: ``server.add_hook(tracer)``
+    (:mod:`inferkit.transports.tracing`) traces every transport.
     """
     settings = settings if settings is not None else server.settings
-    api = _Api(server, settings.max_request_size, tracer)
+    api = _Api(server, settings.max_request_size)
     return Starlette(routes=api.routes(), middleware=_middleware(settings))
 
 
@@ -119,7 +115,8 @@ class _GzipIfAccepted:
         self.gzip = GZipMiddleware(app, minimum_size=1024)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        # Server-Sent Events are never compressed: gzip would hold events back in its buffer.
+        if scope["type"] == "http" and not scope["path"].endswith("_stream"):
             for key, value in scope["headers"]:
                 if key == b"accept-encoding" and b"gzip" in value:
                     await self.gzip(scope, receive, send)
@@ -130,21 +127,28 @@ class _GzipIfAccepted:
 class _Api:
     """The route handlers, bound to one server."""
 
-    def __init__(
-        self, server: Server, max_request_size: int, tracer: InferenceTracer | None = None
-    ) -> None:
+    def __init__(self, server: Server, max_request_size: int) -> None:
         self.server = server
         self.reader = BodyReader(max_request_size)
-        self.infer = InferEndpoint(server, max_request_size, tracer)
+        self.infer = InferEndpoint(server, max_request_size)
+        self.stream = StreamEndpoint(self.infer)
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
 
     def routes(self) -> list[BaseRoute]:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
         # Inference first: Starlette tries routes in order, so the hot path matches at once.
+        # ``generate`` and ``generate_stream`` are MLServer's names (for LLMs) of the same.
         infer = [
-            Route(path, self.infer.for_route(path), methods=["POST"])
-            for path in (f"{model}/infer", f"{versioned}/infer")
+            Route(path, endpoint.for_route(path), methods=["POST"])
+            for base in (model, versioned)
+            for action, endpoint in (
+                ("infer", self.infer),
+                ("infer_stream", self.stream),
+                ("generate", self.infer),
+                ("generate_stream", self.stream),
+            )
+            for path in [f"{base}/{action}"]
         ]
         table: list[tuple[str, Handler, str]] = [
             ("/v2/health/live", self.live, "GET"),

@@ -1,26 +1,30 @@
-"""OpenTelemetry tracing of inference requests (the ``otel`` extra): one SERVER span each.
+"""OpenTelemetry tracing of inference calls (the ``otel`` extra): one SERVER span each.
 
-An :class:`InferenceTracer` wraps a ``TracerProvider``; the REST app and the gRPC service take
-one (``tracer=``) and, with it, open a span around every inference request. The span's parent
-is the W3C trace context of the request (``traceparent`` / ``tracestate`` headers, or gRPC
-metadata), and the model sees the *server span's* context in
-``payload.parameters["headers"]["traceparent"]``, so spans the model makes become its children.
+An :class:`InferenceTracer` wraps a ``TracerProvider`` and is a hook of the core's request
+pipeline: ``server.add_hook(tracer)`` opens a span around every inference call, whatever
+transport carried it (REST, gRPC, a direct ``Server.infer``). The span's parent is the W3C
+trace context of the request (``traceparent`` / ``tracestate`` headers, or gRPC metadata),
+and the model sees the *server span's* context in
+``payload.parameters["headers"]["traceparent"]``, so spans the model makes become its
+children. Span names and attributes follow OpenTelemetry's HTTP and RPC conventions, from
+the call's outcome record.
 
 Nothing here is global: the tracer uses its own W3C propagator (never the global one) and
 :func:`tracer_for` builds a provider of its own rather than calling
 ``trace.set_tracer_provider``, so a host application's tracing setup is left alone. Without a
-tracer, the transports do no tracing work at all; and OpenTelemetry is imported only when a
+tracer, the pipeline does no tracing work at all; and OpenTelemetry is imported only when a
 tracer is built, so ``import inferkit`` and a server without tracing never load it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..events import InferenceFinished
+from ..pipeline import Call
 from ..settings import Settings
 
 if TYPE_CHECKING:
@@ -34,7 +38,6 @@ __all__ = [
     "REQUEST_ID",
     "TRANSPORT",
     "VERSION",
-    "InferenceSpan",
     "InferenceTracer",
     "tracer_for",
 ]
@@ -51,7 +54,7 @@ MODEL = "inferkit.model.name"
 VERSION = "inferkit.model.version"
 #: The V2 request ``id`` (the one the server generated when the request had none).
 REQUEST_ID = "inferkit.request.id"
-#: ``rest`` or ``grpc``.
+#: ``rest`` or ``grpc`` (``""``: a direct ``Server`` call).
 TRANSPORT = "inferkit.transport"
 #: The error's stable ``code`` (``MODEL_NOT_FOUND``, ``INFERENCE_FAILED``, ...) on failure.
 ERROR_TYPE = "error.type"
@@ -59,53 +62,24 @@ ERROR_TYPE = "error.type"
 # The W3C Trace Context headers (https://www.w3.org/TR/trace-context/).
 _TRACE_HEADERS = ("traceparent", "tracestate")
 
-
-class InferenceSpan:
-    """The span of one inference request, filled in by a transport as the request ends."""
-
-    __slots__ = ("_tracer", "span")
-
-    def __init__(self, span: Span, tracer: InferenceTracer) -> None:
-        #: The OpenTelemetry span itself.
-        self.span = span
-        self._tracer = tracer
-
-    def inject(self, headers: MutableMapping[str, str]) -> None:
-        """Put this span's trace context into ``headers`` (``traceparent``, ``tracestate``)."""
-        self._tracer.inject(headers, self.span)
-
-    def finish(
-        self,
-        *,
-        model: str,
-        version: str | None,
-        request_id: str | None,
-        error_code: str,
-        attributes: Mapping[str, AttributeValue],
-    ) -> None:
-        """Record how the request ended; ``error_code`` is ``""`` on success.
-
-        A failed request sets the span's status to ERROR with the error's ``code`` as its
-        description: never the text of an exception, which may carry secrets.
-        """
-        span = self.span
-        span.set_attribute(MODEL, model)
-        span.set_attribute(VERSION, version or "")
-        if request_id:
-            span.set_attribute(REQUEST_ID, request_id)
-        span.set_attributes(attributes)
-        if error_code:
-            span.set_attribute(ERROR_TYPE, error_code)
-            span.set_status(self._tracer._error(error_code))
+# gRPC status codes by name (https://grpc.io/docs/guides/status-codes/), for
+# ``rpc.grpc.status_code``: the record names the status, the convention wants its number.
+_GRPC_CODES = {
+    name: number
+    for number, name in enumerate(
+        "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+        "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
+        "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED".split()
+    )
+}
 
 
 class InferenceTracer:
-    """Opens the SERVER span of each inference request, from a ``TracerProvider``.
+    """A hook of the request pipeline: the SERVER span of each inference call.
 
     Pass your own provider to trace into your application's pipeline::
 
-        tracer = InferenceTracer(provider)
-        app = create_rest_app(server, tracer=tracer)
+        server.add_hook(InferenceTracer(provider))
 
     ``owned=True`` makes :meth:`shutdown` shut the provider down too (flushing its spans);
     :func:`tracer_for` builds such a tracer from the settings for the runner. A provider you
@@ -113,6 +87,7 @@ class InferenceTracer:
     """
 
     def __init__(self, provider: TracerProvider, *, owned: bool = False) -> None:
+        from opentelemetry import context
         from opentelemetry.trace import (
             SpanKind,
             Status,
@@ -132,37 +107,52 @@ class InferenceTracer:
         self._server = SpanKind.SERVER
         self._current_span = get_current_span
         self._in_context = set_span_in_context
+        self._attach = context.attach
+        self._detach = context.detach
         self._status = Status
         self._status_error = StatusCode.ERROR
 
-    @contextlib.contextmanager
-    def span(
-        self,
-        name: str,
-        carrier: Mapping[str, Any] | None,
-        *,
-        transport: str,
-        attributes: Mapping[str, AttributeValue] | None = None,
-    ) -> Iterator[InferenceSpan]:
-        """A SERVER span named ``name``, current for the duration of the block.
+    def started(self, call: Call) -> tuple[Span, object]:
+        """Open the call's span, make it current, and hand its context to the model.
 
         Its parent is the span already current (a host application that traces its own
-        requests) or else the trace context in ``carrier``: the request's headers or gRPC
-        metadata. Exceptions leave the block unrecorded: the transport sets the error code
-        through :meth:`InferenceSpan.finish`, and an exception's text never reaches a span.
+        requests) or else the trace context in the call's headers.
         """
         parent = None
         if not self._current_span().get_span_context().is_valid:
-            parent = self._propagator.extract(carrier or {})
-        with self._tracer.start_as_current_span(
-            name,
+            parent = self._propagator.extract(call.headers or {})
+        span = self._tracer.start_span(
+            _span_name(call),
             context=parent,
             kind=self._server,
-            attributes={TRANSPORT: transport, **(attributes or {})},
+            attributes={TRANSPORT: call.transport, **_request_attributes(call)},
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            yield InferenceSpan(span, self)
+        )
+        if call.headers is None:
+            call.headers = {}
+        self.inject(call.headers, span)
+        return span, self._attach(self._in_context(span))
+
+    def finished(self, call: Call, record: InferenceFinished, token: tuple[Span, object]) -> None:
+        """Record how the call ended and end its span.
+
+        A failed call sets the span's status to ERROR with the error's ``code`` as its
+        description: never the text of an exception, which may carry secrets.
+        """
+        span, attached = token
+        try:
+            span.set_attribute(MODEL, record.model)
+            span.set_attribute(VERSION, record.version)
+            if record.request_id:
+                span.set_attribute(REQUEST_ID, record.request_id)
+            span.set_attributes(_status_attributes(record))
+            if record.code:
+                span.set_attribute(ERROR_TYPE, record.code)
+                span.set_status(self._error(record.code))
+            span.end()
+        finally:
+            self._detach(attached)  # type: ignore[arg-type]
 
     def _error(self, code: str) -> Status:
         return self._status(self._status_error, code)
@@ -170,9 +160,9 @@ class InferenceTracer:
     def inject(self, headers: MutableMapping[str, str], span: Span | None = None) -> None:
         """Put the trace context of ``span`` (default: the current span) into ``headers``.
 
-        Called inside :meth:`span`, this hands the model the server span's context in place of
-        the client's (``traceparent``, ``tracestate``), so that the model's spans are children
-        of the server span.
+        This hands the model the server span's context in place of the client's
+        (``traceparent``, ``tracestate``), so that the model's spans are children of the
+        server span.
         """
         for key in _TRACE_HEADERS:
             headers.pop(key, None)  # the client's tracestate must not outlive its traceparent
@@ -185,6 +175,35 @@ class InferenceTracer:
             shutdown = getattr(self.provider, "shutdown", None)
             if shutdown is not None:  # the API's provider has none; the SDK's has
                 shutdown()
+
+
+def _span_name(call: Call) -> str:
+    # OpenTelemetry's conventions: "METHOD route" for HTTP (the template, never the raw path,
+    # so model names stay out of span names), "service/method" for RPC.
+    if call.transport == "rest":
+        return f"POST {call.route}"
+    if call.transport == "grpc":
+        return call.route.lstrip("/")
+    return "inferkit.infer_stream" if call.stream else "inferkit.infer"
+
+
+def _request_attributes(call: Call) -> Mapping[str, AttributeValue]:
+    if call.transport == "rest":
+        return {"http.request.method": "POST", "http.route": call.route}
+    if call.transport == "grpc":
+        service, _, method = call.route.lstrip("/").partition("/")
+        return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    return {}
+
+
+def _status_attributes(record: InferenceFinished) -> Mapping[str, Any]:
+    if not record.status:
+        return {}  # nothing was answered (the client went away)
+    if record.transport == "rest" and record.status.isdigit():
+        return {"http.response.status_code": int(record.status)}
+    if record.transport == "grpc" and record.status in _GRPC_CODES:
+        return {"rpc.grpc.status_code": _GRPC_CODES[record.status]}
+    return {}
 
 
 def tracer_for(settings: Settings) -> InferenceTracer | None:

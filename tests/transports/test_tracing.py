@@ -65,11 +65,18 @@ def in_memory() -> tuple[InferenceTracer, InMemorySpanExporter]:
     return InferenceTracer(provider), exporter
 
 
+def traced(models: tuple[Model, ...], tracer: InferenceTracer | None) -> Server:
+    server = Server(list(models) or [sum_model()], settings=Settings())
+    if tracer is not None:
+        server.add_hook(tracer)
+    return server
+
+
 @asynccontextmanager
 async def rest(*models: Model, tracer: InferenceTracer | None) -> AsyncIterator[httpx.AsyncClient]:
-    server = Server(list(models) or [sum_model()], settings=Settings())
+    server = traced(models, tracer)
     await server.start()
-    transport = httpx.ASGITransport(app=create_rest_app(server, tracer=tracer))
+    transport = httpx.ASGITransport(app=create_rest_app(server))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
     await server.stop()
@@ -77,9 +84,9 @@ async def rest(*models: Model, tracer: InferenceTracer | None) -> AsyncIterator[
 
 @asynccontextmanager
 async def grpc(*models: Model, tracer: InferenceTracer | None) -> AsyncIterator[Any]:
-    server = Server(list(models) or [sum_model()], settings=Settings())
+    server = traced(models, tracer)
     await server.start()
-    async with ChannelFor(create_grpc_service(server, tracer=tracer)) as channel:
+    async with ChannelFor(create_grpc_service(server)) as channel:
         yield pb.GrpcInferenceServiceStub(channel)
     await server.stop()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING
 
 from grpclib.server import Server as GrpcServer
 
@@ -21,26 +20,14 @@ from inferkit.settings import Settings
 
 from .service import InferenceService, create_grpc_service
 
-if TYPE_CHECKING:
-    from ..tracing import InferenceTracer
-
 __all__ = ["grpc_service", "tls_context"]
 
 log = logging.getLogger("inferkit.grpc")
 
 
-async def grpc_service(
-    server: Server,
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    tracer: InferenceTracer | None = None,
-) -> None:
-    """Serve ``server`` over gRPC until ``stop`` is set, then drain and close.
-
-    With a ``tracer``, inference requests are traced (see :mod:`inferkit.transports.tracing`).
-    """
-    services = create_grpc_service(server, settings, tracer=tracer)
+async def grpc_service(server: Server, settings: Settings, stop: asyncio.Event) -> None:
+    """Serve ``server`` over gRPC until ``stop`` is set, then drain and close."""
+    services = create_grpc_service(server, settings)
     context = tls_context(settings)
     grpc = GrpcServer(services)
     await grpc.start(settings.host, settings.grpc_port, ssl=context)

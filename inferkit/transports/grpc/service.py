@@ -5,10 +5,12 @@
 kept so clients written against it keep working. Both subclass the betterproto2-generated
 bases, and each RPC only translates: decode with :mod:`.convert` (ModelInfer and
 ModelStreamInfer: with :mod:`._wire`, straight from the bytes), call one ``Server`` method,
-encode. Every handler runs inside :func:`.status.guard` (the one error table), behind a size
-limit checked before a message is parsed, is counted while in flight so the listener can drain
-on shutdown, and is recorded in the server's request metrics
-(``inferkit_grpc_requests_total{method,code}`` and its latency histogram).
+encode. The inference RPCs are exchanges of the core's request pipeline
+(``Server.handle`` / ``Server.handle_stream``), which records, logs and traces each call; the
+service only reads and writes messages. Every handler runs inside :func:`.status.guard` (the
+one error table), behind a size limit checked before a message is parsed, is counted while
+in flight so the listener can drain on shutdown, and is recorded in the server's request
+metrics (``inferkit_grpc_requests_total{method,code}`` and its latency histogram).
 
 The services own no loop and no socket: put them in any grpclib ``Server``::
 
@@ -22,19 +24,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from grpclib.const import Handler, Status
+from grpclib.const import Handler
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
-from multidict import MultiDict
 
 from inferkit import errors
-from inferkit.logs import log_access
 from inferkit.metrics import RequestMetrics
+from inferkit.pipeline import Call, ClientGone
 from inferkit.server import Server
 from inferkit.settings import Settings
-from inferkit.types import InferenceResponse
+from inferkit.types import InferenceRequest, InferenceResponse
 
 from . import _wire
 from ._generated import inference as pb
@@ -46,18 +47,12 @@ from .convert import (
     model_metadata_to_proto,
     model_name_of,
     model_ref,
-    request_from_proto,
     response_metadata,
-    response_to_proto,
     server_metadata_to_proto,
     statistics_to_proto,
-    uses_raw,
 )
 from .health import create_health
-from .status import UNEXPECTED, guard, status_for
-
-if TYPE_CHECKING:
-    from ..tracing import InferenceTracer
+from .status import guard, status_for
 
 __all__ = ["InferenceService", "Inflight", "RepositoryService", "create_grpc_service"]
 
@@ -66,29 +61,19 @@ log = logging.getLogger("inferkit.grpc")
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
-# OpenTelemetry's RPC conventions: span name "service/method", rpc.* attributes.
-_RPC = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService"}
-_INFER_SPAN = MODEL_INFER[1:]
-_INFER_RPC = {**_RPC, "rpc.method": "ModelInfer"}
-_STREAM_SPAN = MODEL_STREAM_INFER[1:]
-_STREAM_RPC = {**_RPC, "rpc.method": "ModelStreamInfer"}
 
-
-def create_grpc_service(
-    server: Server, settings: Settings | None = None, *, tracer: InferenceTracer | None = None
-) -> list[Any]:
+def create_grpc_service(server: Server, settings: Settings | None = None) -> list[Any]:
     """The gRPC services of ``server``: V2 inference, MLServer's repository service, health.
 
     Settings default to the server's; ``grpc_max_message_length`` (or else
-    ``max_request_size``) bounds the size of a received message. With a ``tracer``
-    (:mod:`inferkit.transports.tracing`), every inference request gets an OpenTelemetry
-    SERVER span.
+    ``max_request_size``) bounds the size of a received message. Tracing, like the access log
+    and metrics, is the server's: ``server.add_hook(tracer)`` traces every transport.
     """
     settings = settings if settings is not None else server.settings
     limit = settings.grpc_max_message_length or settings.max_request_size
     inflight = Inflight()
     services: list[Any] = [
-        InferenceService(server, max_message_length=limit, inflight=inflight, tracer=tracer),
+        InferenceService(server, max_message_length=limit, inflight=inflight),
         RepositoryService(server, max_message_length=limit, inflight=inflight),
     ]
     return [*services, *create_health(server, services)]
@@ -209,23 +194,11 @@ def _measured(
 
 
 class InferenceService(pb.GrpcInferenceServiceBase):
-    """The V2 ``inference.GRPCInferenceService`` answered by a ``Server``.
+    """The V2 ``inference.GRPCInferenceService`` answered by a ``Server``."""
 
-    With a ``tracer``, each ``ModelInfer`` call and each ``ModelStreamInfer`` message gets an
-    OpenTelemetry SERVER span.
-    """
-
-    def __init__(
-        self,
-        server: Server,
-        *,
-        max_message_length: int,
-        inflight: Inflight,
-        tracer: InferenceTracer | None = None,
-    ) -> None:
+    def __init__(self, server: Server, *, max_message_length: int, inflight: Inflight) -> None:
         self.server = server
         self.inflight = inflight
-        self.tracer = tracer
         self._limit = max_message_length
         self._requests = _request_metrics(server)
 
@@ -233,12 +206,10 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         mapping = super().__mapping__()
         # The infer RPCs take the stream itself: they read its metadata and may set trailers.
         # Their messages are read and written by ._wire, not by the generated classes.
-        # Tracing picks its handler here, once: without a tracer, nothing changes per call.
         wire = {"request_type": _wire.ModelInferRequest, "reply_type": _wire.Encoded}
-        infer = self._model_infer_rpc if self.tracer is None else self._traced_model_infer_rpc
-        mapping[MODEL_INFER] = mapping[MODEL_INFER]._replace(func=infer, **wire)
+        mapping[MODEL_INFER] = mapping[MODEL_INFER]._replace(func=self._model_infer, **wire)
         mapping[MODEL_STREAM_INFER] = mapping[MODEL_STREAM_INFER]._replace(
-            func=self._model_stream_infer_rpc, **wire
+            func=self._model_stream_infer, **wire
         )
         return _guarded(mapping, self._limit, self.inflight, self._requests)
 
@@ -267,163 +238,22 @@ class InferenceService(pb.GrpcInferenceServiceBase):
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def model_infer(self, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        # The generated base's method, on generated messages, for code calling it directly;
-        # the RPC itself is _model_infer_rpc.
-        request = request_from_proto(message)
-        response = await self.server.infer(
-            message.model_name, request, message.model_version or None
-        )
-        response_metadata(response)
-        return response_to_proto(response, raw=uses_raw(message))
+    async def _model_infer(self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded]) -> None:
+        exchange = _Unary(stream)
+        await self.server.handle(_call(stream, MODEL_INFER), exchange)
+        if exchange.error is not None:
+            raise exchange.error  # the guard ends the call with its status (the one table)
 
-    async def _infer(
-        self, message: _wire.ModelInferRequest, metadata: MultiDict[Any] | None
-    ) -> tuple[InferenceResponse, bytes, dict[str, str]]:
-        """The response to one request, serialized, and the headers the model set (for
-        trailing metadata)."""
-        request = _wire.request_of(message)
-        if metadata or self.tracer is not None:
-            # As on REST (and in MLServer), the model sees the call's headers in parameters.
-            headers = {k: v for k, v in (metadata or {}).items() if isinstance(v, str)}
-            if self.tracer is not None:
-                # The server span's context, so that the model's spans become its children.
-                self.tracer.inject(headers)
-            request.parameters = {**(request.parameters or {}), "headers": headers}
-        response = await self.server.infer(
-            message.model_name, request, message.model_version or None
-        )
-        trailers = response_metadata(response)
-        raw = bool(message.raw_input_contents)  # a raw request is answered raw
-        return response, _wire.write_infer_response(response, raw=raw), trailers
-
-    async def _traced_model_infer_rpc(
+    async def _model_stream_infer(
         self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded]
     ) -> None:
-        assert self.tracer is not None
-        message: _wire.ModelInferRequest | None = None
-        reply: InferenceResponse | None = None
-        version: str | None = None
-        status: Status | None = None
-        code = "CANCELLED"  # the handler was cancelled: the client went away
-        # The span starts before the message is read, so that oversize and unparseable
-        # messages are traced too; the model's name is known once it is read.
-        with self.tracer.span(
-            _INFER_SPAN, stream.metadata, transport="grpc", attributes=_INFER_RPC
-        ) as span:
-            try:
-                message = await stream.recv_message()
-                assert message is not None
-                reply = await self._model_infer_rpc(stream, message)
-                status, code, version = Status.OK, "", reply.model_version or ""
-            except errors.InferkitError as exc:
-                status, code, version = status_for(exc), exc.code, exc.version
-                raise
-            except Exception as exc:
-                status, code = status_for(exc), "INTERNAL"
-                raise
-            finally:
-                span.finish(
-                    model=message.model_name if message else "",
-                    version=version if version is not None else _version_of(message),
-                    request_id=reply.id if reply else message.id if message else None,
-                    error_code=code,
-                    attributes={} if status is None else {"rpc.grpc.status_code": status.value},
-                )
-
-    async def _model_infer_rpc(
-        self,
-        stream: Stream[_wire.ModelInferRequest, _wire.Encoded],
-        message: _wire.ModelInferRequest | None = None,
-    ) -> InferenceResponse:
-        """Answer one ``ModelInfer`` call and log it; returns the response (grpclib ignores it).
-
-        The traced handler reads the ``message`` itself, inside its span, and passes it in.
-        """
-        if message is None:
-            message = await stream.recv_message()
-            assert message is not None
-        started = time.perf_counter()
-        status = "CANCELLED"
+        # Answers go out as messages, errors included (``error_message``), as in Triton; the
+        # call itself ends OK unless the client went away.
+        exchange = _Streaming(stream, self.inflight)
         try:
-            response, reply, trailers = await self._infer(message, stream.metadata)
-            await stream.send_message(_wire.Encoded(reply))
-            if trailers:
-                await stream.send_trailing_metadata(metadata=trailers)
-            status = "OK"
-            return response
-        except Exception as exc:
-            status = status_for(exc).name
-            raise
+            await self.server.handle_stream(_call(stream, MODEL_STREAM_INFER, True), exchange)
         finally:
-            log_access(
-                method="POST",
-                path=MODEL_INFER,
-                status=status,
-                duration_s=time.perf_counter() - started,
-                request_id=message.id,
-                model=message.model_name,
-                version=message.model_version,
-            )
-
-    async def _model_stream_infer_rpc(
-        self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded]
-    ) -> None:
-        # Requests are answered one by one, in order. A failed request is answered with its
-        # error_message and the stream goes on, as in Triton.
-        while True:
-            try:
-                message = await stream.recv_message()
-            except errors.InferkitError as exc:  # too large or unparseable: this one only
-                await stream.send_message(_wire.Encoded(_wire.write_stream_response(exc.message)))
-                continue
-            if message is None:
-                return
-            with self.inflight.track():
-                if self.tracer is None:
-                    reply = await self._stream_reply(message, stream.metadata)
-                else:
-                    reply = await self._traced_stream_reply(message, stream.metadata)
-            await stream.send_message(_wire.Encoded(reply))
-
-    async def _stream_reply(
-        self, message: _wire.ModelInferRequest, metadata: MultiDict[Any] | None
-    ) -> bytes:
-        """The serialized ``ModelStreamInferResponse`` answering one request of the stream."""
-        try:
-            _, reply, _ = await self._infer(message, metadata)
-        except Exception as exc:
-            return _stream_error(exc)
-        return _wire.write_stream_response(infer_response=reply)
-
-    async def _traced_stream_reply(
-        self, message: _wire.ModelInferRequest, metadata: MultiDict[Any] | None
-    ) -> bytes:
-        # One span per message: each is an inference of its own, answered in the stream (a
-        # failed one with its error_message; the stream's gRPC status is not the message's).
-        assert self.tracer is not None
-        with self.tracer.span(
-            _STREAM_SPAN, metadata, transport="grpc", attributes=_STREAM_RPC
-        ) as span:
-            version = None
-            code = "CANCELLED"
-            reply: InferenceResponse | None = None
-            try:
-                reply, serialized, _ = await self._infer(message, metadata)
-                code, version = "", reply.model_version or ""
-                return _wire.write_stream_response(infer_response=serialized)
-            except Exception as exc:
-                code = exc.code if isinstance(exc, errors.InferkitError) else "INTERNAL"
-                version = exc.version if isinstance(exc, errors.InferkitError) else None
-                return _stream_error(exc)
-            finally:
-                span.finish(
-                    model=message.model_name,
-                    version=version if version is not None else _version_of(message),
-                    request_id=reply.id if reply else message.id,
-                    error_code=code,
-                    attributes={},
-                )
+            exchange.idle()
 
     # -- repository --------------------------------------------------------------------------
 
@@ -484,17 +314,113 @@ def _request_metrics(server: Server) -> RequestMetrics:
     return RequestMetrics(server.metrics, "grpc", ("method", "code"))
 
 
-def _stream_error(exc: Exception) -> bytes:
-    """The stream's answer to a failed message: the error's message, or a generic one."""
-    if isinstance(exc, errors.InferkitError):
-        return _wire.write_stream_response(exc.message)
-    log.exception("Unexpected error in %s", MODEL_STREAM_INFER, exc_info=exc)
-    return _wire.write_stream_response(UNEXPECTED)
+def _call(stream: Stream[Any, Any], route: str, streaming: bool = False) -> Call:
+    """The pipeline's call of an RPC: its metadata as headers, and its deadline."""
+    metadata = stream.metadata
+    # As on REST (and in MLServer), the model sees the call's headers in parameters.
+    headers = {k: v for k, v in metadata.items() if isinstance(v, str)} if metadata else None
+    deadline = None
+    if stream.deadline is not None:
+        deadline = time.monotonic() + stream.deadline.time_remaining()
+    return Call(transport="grpc", route=route, headers=headers, deadline=deadline, stream=streaming)
 
 
-def _version_of(message: _wire.ModelInferRequest | None) -> str:
-    # The version asked for, when no answer or error resolved one.
-    return message.model_version if message else ""
+class _Unary:
+    """One ``ModelInfer`` call: a message in, a message (and trailers) out.
+
+    An error is kept for the handler to raise, so that the guard answers it with the
+    status, message and code of the one error table.
+    """
+
+    __slots__ = ("error", "raw", "stream")
+
+    def __init__(self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded]) -> None:
+        self.stream = stream
+        self.raw = False
+        self.error: errors.InferkitError | None = None
+
+    async def receive(self, call: Call) -> InferenceRequest | None:
+        message = await _recv(self.stream)
+        if message is None:
+            return None
+        self.raw = bool(message.raw_input_contents)  # a raw request is answered raw
+        return _read(call, message)
+
+    async def send(self, call: Call, response: InferenceResponse) -> None:
+        trailers = response_metadata(response)
+        reply = _wire.write_infer_response(response, raw=self.raw)
+        try:
+            await self.stream.send_message(_wire.Encoded(reply))
+            if trailers:
+                await self.stream.send_trailing_metadata(metadata=trailers)
+        except StreamTerminatedError:
+            raise ClientGone from None
+        call.status = "OK"
+
+    async def send_error(self, call: Call, error: errors.InferkitError) -> None:
+        self.error = error
+        call.status = status_for(error).name
+
+
+class _Streaming:
+    """One ``ModelStreamInfer`` call: messages in, messages out, each request counted in
+    flight from its arrival to the next read (so a drain waits for answers, not for idle
+    streams)."""
+
+    __slots__ = ("counted", "inflight", "raw", "stream")
+
+    def __init__(
+        self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded], inflight: Inflight
+    ) -> None:
+        self.stream = stream
+        self.inflight = inflight
+        self.raw = False
+        self.counted = False
+
+    async def receive(self, call: Call) -> InferenceRequest | None:
+        self.idle()
+        message = await _recv(self.stream)
+        if message is None:
+            return None
+        self.inflight.enter()
+        self.counted = True
+        self.raw = bool(message.raw_input_contents)
+        return _read(call, message)
+
+    def idle(self) -> None:
+        """No request of this stream is being answered."""
+        if self.counted:
+            self.counted = False
+            self.inflight.leave()
+
+    async def send(self, call: Call, response: InferenceResponse) -> None:
+        response_metadata(response)  # a stream has no trailers per message: headers dropped
+        reply = _wire.write_infer_response(response, raw=self.raw)
+        await self._send(_wire.write_stream_response(infer_response=reply))
+        call.status = "OK"
+
+    async def send_error(self, call: Call, error: errors.InferkitError) -> None:
+        await self._send(_wire.write_stream_response(error.message))
+        call.status = status_for(error).name
+
+    async def _send(self, message: bytes) -> None:
+        try:
+            await self.stream.send_message(_wire.Encoded(message))
+        except StreamTerminatedError:
+            raise ClientGone from None
+
+
+async def _recv(stream: Stream[_wire.ModelInferRequest, Any]) -> _wire.ModelInferRequest | None:
+    try:
+        return await stream.recv_message()
+    except StreamTerminatedError:
+        raise ClientGone from None
+
+
+def _read(call: Call, message: _wire.ModelInferRequest) -> InferenceRequest:
+    """The request of a message, and the model it names into the call."""
+    call.model, call.version = message.model_name, message.model_version or None
+    return _wire.request_of(message)
 
 
 async def _model_name(
