@@ -4,7 +4,7 @@ unload / stop reaching every worker process."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from parallel_support import alive, worker_children
@@ -88,3 +88,29 @@ async def test_custom_metrics_recorded_in_workers_add_up_on_the_server(
     assert samples["calls"] == {("metered", "", "any"): 11.0}
     assert samples["sizes"] == {("metered", ""): HistogramSample((2, 10, 11), 65.0, 11)}
     assert samples["last"] == {("metered", ""): 20.0}
+
+
+async def test_streams_reach_the_workers_model_stream_or_its_predict(
+    settings_for: Callable[..., ModelSettings],
+) -> None:
+    # The main process learns from the workers which models have their own predict_stream.
+    server = Server(
+        [
+            settings_for("Streaming", parallel_workers=2),
+            settings_for("Gated", parallel_workers=2),
+        ]
+    )
+    await server.start()
+
+    async def two() -> AsyncIterator[InferenceRequest]:
+        for x in (1.0, 5.0):
+            yield request(x)
+
+    try:
+        streamed = [r async for r in server.infer_stream("streaming", two())]
+        assert [float(r.outputs[0].data[0]) for r in streamed] == [1.0, 2.0, 5.0, 6.0]
+        assert {r.model_name for r in streamed} == {"streaming"}
+        each = [r async for r in server.infer_stream("gated", two())]
+        assert [float(r.outputs[0].data[0]) for r in each] == [2.0, 10.0]  # one predict each
+    finally:
+        await server.stop()
