@@ -140,7 +140,9 @@ class Server:
 
     async def start(self) -> None:
         """Discover the repository and load every model (unless ``load_models_at_startup``
-        is off). Models that fail end FAILED with a reason; the others serve."""
+        is off). Models that fail end FAILED with a reason; the others serve. A stopped server
+        may start again (an embedding app's lifespan can run twice)."""
+        self._closing = False
         if self.repository is not None:
             self._discover()
         if self.settings.load_models_at_startup:
@@ -174,6 +176,7 @@ class Server:
     async def stop(self) -> None:
         """Refuse new requests, wait for in-flight ones, and unload every model."""
         self._closing = True
+        self._started = False
         for name in sorted({slot.name for slot in self._registry}):
             await self._registry.unload(name)
 

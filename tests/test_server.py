@@ -419,3 +419,21 @@ async def test_statistics_come_from_the_core_without_any_transport() -> None:
     assert "statistics" in (await server.metadata()).extensions
     with pytest.raises(errors.ModelNotFound):
         await server.model_statistics("nope")
+
+
+# -- restarts and the repository -----------------------------------------------------------------
+
+
+def test_a_stopped_server_starts_again() -> None:
+    # An embedding app's lifespan may run twice: Starlette's TestClient used twice does, each
+    # time in a new event loop.
+    server = Server([sum_model()])
+
+    async def lifespan() -> tuple[bool, list[float], bool]:
+        async with server:
+            ready = await server.ready()
+            total = np.asarray((await server.infer("sum", fp32(1, 2))).outputs[0].data).tolist()
+        return ready, total, await server.ready()
+
+    assert asyncio.run(lifespan()) == (True, [3.0], False)
+    assert asyncio.run(lifespan()) == (True, [3.0], False)
