@@ -45,7 +45,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .repository import ModelRepository
+    from .repository import DiscoveryFailure, ModelRepository
 
 __all__ = ["Server"]
 
@@ -57,7 +57,8 @@ class Server:
 
     ``models`` may hold model instances (``Model`` subclasses, or anything with the same shape)
     and ``ModelSettings`` whose ``implementation`` is imported when the model loads. With a
-    ``repository``, :meth:`load` also finds models added to its folder after start-up.
+    ``repository``, :meth:`rescan` (run by :meth:`start` and :meth:`load`) picks up models
+    added to its folder after start-up.
     """
 
     def __init__(
@@ -143,8 +144,7 @@ class Server:
         is off). Models that fail end FAILED with a reason; the others serve. A stopped server
         may start again (an embedding app's lifespan can run twice)."""
         self._closing = False
-        if self.repository is not None:
-            self._discover()
+        await self.rescan()
         if self.settings.load_models_at_startup:
             names = {slot.name for slot in self._registry if slot.state != "FAILED"}
             await asyncio.gather(*(self._load_quietly(name) for name in sorted(names)))
@@ -156,11 +156,27 @@ class Server:
         except ModelLoadError:
             pass  # already recorded as FAILED and logged by the registry
 
-    def _discover(self) -> None:
-        assert self.repository is not None
-        found, failures = self.repository.discover()
+    async def rescan(self) -> None:
+        """Scan the repository folder again, off the event loop, and apply what changed.
+
+        New model folders are added (not loaded) and broken ones are listed FAILED. Run by
+        :meth:`start`, :meth:`load` and ``index(rescan=True)``; nothing else reads the disk.
+        Does nothing without a repository.
+        """
+        await self._rescan()
+
+    async def _rescan(self) -> list[ModelSettings]:
+        if self.repository is None:
+            return []
+        # Walking the tree and reading settings files blocks; no model module is imported here.
+        found, failures = await asyncio.to_thread(self.repository.discover)
+        self._discover(found, failures)
+        return found
+
+    def _discover(self, found: list[ModelSettings], failures: list[DiscoveryFailure]) -> None:
+        # Applied with no await in between, so no request sees half of a scan.
         for settings in found:
-            if settings.name not in self._registry or self._is_new(settings):
+            if self._is_new(settings):
                 self.add(settings)
         for name, reason in failures:
             if name not in self._registry:
@@ -240,10 +256,17 @@ class Server:
         meta.versions = [v for v in loaded if v] or meta.versions
         return meta
 
-    async def index(self, ready: bool | None = None) -> list[RepositoryIndexResponseItem]:
-        """Every model version and its state; ``ready`` filters on READY (or not READY)."""
-        if self.repository is not None:
-            self._discover()
+    async def index(
+        self, ready: bool | None = None, *, rescan: bool = False
+    ) -> list[RepositoryIndexResponseItem]:
+        """Every model version and its state; ``ready`` filters on READY (or not READY).
+
+        Reads memory only, so metrics scrapes and statistics never touch the disk. With
+        ``rescan`` the repository folder is scanned first (:meth:`rescan`): the V2 repository
+        index call passes it, so models added to the folder show up, as in MLServer.
+        """
+        if rescan:
+            await self.rescan()
         items = [
             RepositoryIndexResponseItem(
                 name=slot.name, version=slot.version, state=state, reason=why
@@ -264,16 +287,15 @@ class Server:
     # -- repository -----------------------------------------------------------------------
 
     async def load(self, name: str, version: str | None = None) -> None:
-        """Load (or reload) a model; raises ModelNotFound, or ModelLoadError with the reason."""
-        if self.repository is not None:
-            self._refresh(name)
-        await self._registry.load(name, version)
+        """Load (or reload) a model; raises ModelNotFound, or ModelLoadError with the reason.
 
-    def _refresh(self, name: str) -> None:
-        # Re-read the model's folder so edited settings and new versions are picked up.
-        assert self.repository is not None
-        for settings in self.repository.find(name):
-            self.add(settings)
+        With a repository, the folder is scanned first (:meth:`rescan`) and the model's settings
+        are read again, so new versions and edited settings apply.
+        """
+        for settings in await self._rescan():
+            if settings.name == name:
+                self.add(settings)
+        await self._registry.load(name, version)
 
     async def unload(self, name: str, version: str | None = None) -> None:
         """Unload a model after its in-flight requests; it stays listed as UNAVAILABLE."""

@@ -6,13 +6,22 @@ import asyncio
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
-from toymodels import BrokenLoadModel, FailingModel, HangingModel, SumModel, named, sum_model
+from toymodels import (
+    BrokenLoadModel,
+    FailingModel,
+    HangingModel,
+    SumModel,
+    named,
+    sum_model,
+    sum_model_folder,
+)
 
 from inferkit import (
     InferenceRequest,
@@ -437,3 +446,43 @@ def test_a_stopped_server_starts_again() -> None:
 
     assert asyncio.run(lifespan()) == (True, [3.0], False)
     assert asyncio.run(lifespan()) == (True, [3.0], False)
+
+
+def states(index: list[Any]) -> dict[str, str]:
+    return {f"{item.name}{':' if item.version else ''}{item.version}": item.state for item in index}
+
+
+async def test_the_repository_is_scanned_off_the_loop_and_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    from inferkit.repository import Discovery, ModelRepository
+
+    class Recording(ModelRepository):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.threads: list[int] = []
+
+        def discover(self, *, ignored: list[str] | None = None) -> Discovery:
+            self.threads.append(threading.get_ident())
+            return super().discover(ignored=ignored)
+
+    sum_model_folder(tmp_path / "a", "a")
+    repository = Recording(tmp_path)
+    server = Server(repository=repository)
+    await server.start()
+    sum_model_folder(tmp_path / "late", "late")
+    sum_model_folder(tmp_path / "later", "later")
+    # What metrics scrapes, statistics and the gRPC name lookup call: memory only.
+    assert states(await server.index()) == {"a": "READY"}
+    await server.model_statistics()
+    assert len(repository.threads) == 1
+    # The repository index operation asks for a scan; load scans too.
+    assert states(await server.index(rescan=True)) == {
+        "a": "READY",
+        "late": "UNAVAILABLE",
+        "later": "UNAVAILABLE",
+    }
+    await server.load("later")
+    assert await server.model_ready("later")
+    assert len(repository.threads) == 3
+    assert threading.get_ident() not in repository.threads
