@@ -58,7 +58,7 @@ class Server:
     ``models`` may hold model instances (``Model`` subclasses, or anything with the same shape)
     and ``ModelSettings`` whose ``implementation`` is imported when the model loads. With a
     ``repository``, :meth:`rescan` (run by :meth:`start` and :meth:`load`) picks up models
-    added to its folder after start-up.
+    added to its folder after start-up and drops those whose folder is gone.
     """
 
     def __init__(
@@ -82,6 +82,8 @@ class Server:
         self._registry = Registry(self._emit)
         self._closing = False
         self._started = False
+        # Versions the last repository scan found, to tell which folders have disappeared.
+        self._found: set[tuple[str, str]] = set()
         for model in models:
             self.add(model)
 
@@ -159,9 +161,11 @@ class Server:
     async def rescan(self) -> None:
         """Scan the repository folder again, off the event loop, and apply what changed.
 
-        New model folders are added (not loaded) and broken ones are listed FAILED. Run by
-        :meth:`start`, :meth:`load` and ``index(rescan=True)``; nothing else reads the disk.
-        Does nothing without a repository.
+        New model folders are added (not loaded) and broken ones are listed FAILED. A version
+        whose folder is gone leaves the index: at once if it is not loaded (UNAVAILABLE,
+        FAILED); a loaded one is in memory and keeps serving until it is unloaded, then it goes.
+        Run by :meth:`start`, :meth:`load` and ``index(rescan=True)``; nothing else reads the
+        disk. Does nothing without a repository.
         """
         await self._rescan()
 
@@ -175,6 +179,10 @@ class Server:
 
     def _discover(self, found: list[ModelSettings], failures: list[DiscoveryFailure]) -> None:
         # Applied with no await in between, so no request sees half of a scan.
+        keys = {(s.name, s.version or "") for s in found} | {(f.name, "") for f in failures}
+        for name, version in sorted(self._found - keys):
+            self._registry.forget(name, version)
+        self._found = keys
         for settings in found:
             if self._is_new(settings):
                 self.add(settings)
@@ -184,10 +192,11 @@ class Server:
 
     def _is_new(self, settings: ModelSettings) -> bool:
         try:
-            self._registry.get(settings.name, settings.version or "")
+            slot = self._registry.get(settings.name, settings.version or "")
         except ModelNotFound:
             return True
-        return False
+        # A loaded version whose folder went away and came back takes its settings again.
+        return slot.gone
 
     async def stop(self) -> None:
         """Refuse new requests, wait for in-flight ones, and unload every model."""
@@ -298,7 +307,8 @@ class Server:
         await self._registry.load(name, version)
 
     async def unload(self, name: str, version: str | None = None) -> None:
-        """Unload a model after its in-flight requests; it stays listed as UNAVAILABLE."""
+        """Unload a model after its in-flight requests; it stays listed as UNAVAILABLE (unless
+        its repository folder is gone: see :meth:`rescan`)."""
         await self._registry.unload(name, version)
 
     # -- inference ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -486,3 +487,55 @@ async def test_the_repository_is_scanned_off_the_loop_and_only_when_asked(
     assert await server.model_ready("later")
     assert len(repository.threads) == 3
     assert threading.get_ident() not in repository.threads
+
+
+async def test_a_model_whose_folder_is_deleted_leaves_the_index_once_unloaded(
+    tmp_path: Path,
+) -> None:
+    from inferkit.repository import ModelRepository
+
+    sum_model_folder(tmp_path / "idle", "idle")
+    sum_model_folder(tmp_path / "busy", "busy")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model-settings.json").write_text("{")
+    server = Server(
+        [sum_model("mine")],
+        settings=Settings(load_models_at_startup=False),
+        repository=ModelRepository(tmp_path),
+    )
+    await server.start()
+    await server.load("busy")
+    assert states(await server.index()) == {
+        "broken": "FAILED",
+        "busy": "READY",
+        "idle": "UNAVAILABLE",
+        "mine": "UNAVAILABLE",
+    }
+    for folder in ("idle", "busy", "broken"):
+        shutil.rmtree(tmp_path / folder)
+    await server.rescan()
+    # Loaded, so in memory: it serves until unloaded. A model given in code has no folder.
+    assert states(await server.index()) == {"busy": "READY", "mine": "UNAVAILABLE"}
+    assert (await server.infer("busy", fp32(1))).outputs
+    await server.unload("busy")
+    assert states(await server.index()) == {"mine": "UNAVAILABLE"}
+    with pytest.raises(errors.ModelNotFound):
+        await server.load("busy")
+
+
+async def test_a_version_whose_folder_is_deleted_goes_the_same_way(tmp_path: Path) -> None:
+    from inferkit.repository import ModelRepository
+
+    for version in ("1", "2", "3"):
+        sum_model_folder(tmp_path / f"v{version}", "iris", version)
+    server = Server(repository=ModelRepository(tmp_path))
+    await server.start()
+    await server.unload("iris", "1")
+    shutil.rmtree(tmp_path / "v1")
+    shutil.rmtree(tmp_path / "v2")
+    await server.rescan()
+    assert states(await server.index()) == {"iris:2": "READY", "iris:3": "READY"}
+    sum_model_folder(tmp_path / "v2", "iris", "2")  # back before it was unloaded: it stays
+    await server.rescan()
+    await server.unload("iris", "2")
+    assert states(await server.index()) == {"iris:2": "UNAVAILABLE", "iris:3": "READY"}

@@ -7,6 +7,7 @@ tables below, and everything else must be identical.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -315,8 +316,11 @@ async def test_the_index_rescans_the_repository_folder(tmp_path: Path, transport
     sum_model_folder(tmp_path / "first", "first")
     async with connect(Server(repository=ModelRepository(tmp_path)), transport) as client:
         sum_model_folder(tmp_path / "added", "added")
-        # MLServer lists models added to the folder.
+        shutil.rmtree(tmp_path / "first")
+        # MLServer lists models added to the folder; a loaded one serves until unloaded.
         assert {i.name: i.state for i in await client.index()} == {
             "added": "UNAVAILABLE",
             "first": "READY",
         }
+        await client.unload("first")
+        assert [i.name for i in await client.index()] == ["added"]
