@@ -5,6 +5,10 @@ how to build it, the instance currently serving, its state and the reason of a f
 and unloads of one model are serialised by a lock per name; inference never takes that lock, it
 only reads ``slot.model`` once, so a reload keeps serving the old instance until the new one is
 READY and swapped in. Unloading waits for in-flight requests of the slot before ``unload()``.
+
+Rule: every change of ``slot.state`` goes through :data:`TRANSITIONS` (h11's ``_state.py``
+style): the lifecycle is this table, and a move it does not list is a bug in inferkit, raised
+as :class:`IllegalTransition`.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
 
 from .errors import InferkitError, ModelLoadError, ModelNotFound, ModelNotReady
 from .events import Event, ModelFailed, ModelLoaded, ModelUnloaded
@@ -22,12 +28,39 @@ from .model import ModelProtocol
 from .settings import ModelSettings
 from .types import State
 
-__all__ = ["ModelFactory", "Registry", "Slot"]
+__all__ = ["TRANSITIONS", "Action", "IllegalTransition", "ModelFactory", "Registry", "Slot"]
 
 log = logging.getLogger("inferkit.registry")
 
 #: Builds a (not yet loaded) model from its settings; raises to mark the slot FAILED.
 ModelFactory = Callable[[ModelSettings], ModelProtocol]
+
+#: What happens to a slot: a (re)load starts, succeeds or fails; an unload starts or finishes.
+Action = Literal["load", "loaded", "fail", "unload", "unloaded"]
+
+#: The legal moves: state -> action -> next state. A READY slot stays READY while it reloads,
+#: and a failed reload keeps it READY on the old instance. Unloading a slot that holds no model
+#: (UNAVAILABLE, FAILED) leaves it as it is, so a FAILED model keeps its reason.
+TRANSITIONS: Mapping[State, Mapping[Action, State]] = MappingProxyType(
+    {
+        "UNAVAILABLE": {"load": "LOADING", "fail": "FAILED", "unload": "UNAVAILABLE"},
+        "FAILED": {"load": "LOADING", "fail": "FAILED", "unload": "FAILED"},
+        "LOADING": {"loaded": "READY", "fail": "FAILED"},
+        "READY": {"load": "READY", "loaded": "READY", "fail": "READY", "unload": "UNLOADING"},
+        "UNLOADING": {"unloaded": "UNAVAILABLE"},
+    }
+)
+
+# States in which a slot holds no model: a version whose folder is gone may be forgotten.
+_AT_REST: frozenset[State] = frozenset({"UNAVAILABLE", "FAILED"})
+
+
+class IllegalTransition(Exception):
+    """A slot was asked to move in a way :data:`TRANSITIONS` does not allow.
+
+    Always a bug in inferkit (like h11's ``LocalProtocolError`` for API misuse), never a client
+    error: it is no ``InferkitError``, so transports answer it as an internal error.
+    """
 
 
 @dataclass(eq=False)
@@ -43,7 +76,22 @@ class Slot:
     state: State = "UNAVAILABLE"
     reason: str = ""
     inflight: int = 0
+    #: Its repository folder disappeared: the registry forgets it once it holds no model.
+    gone: bool = False
     _idle: asyncio.Event | None = field(default=None, repr=False)
+
+    def move(self, action: Action) -> State:
+        """Apply ``action`` as :data:`TRANSITIONS` says and return the new state.
+
+        Raises :class:`IllegalTransition` (and changes nothing) for a move the table lacks.
+        """
+        target = TRANSITIONS.get(self.state, {}).get(action)
+        if target is None:
+            raise IllegalTransition(
+                f"Model '{self.name}'{_v(self.version)} cannot {action!r} when {self.state}"
+            )
+        self.state = target
+        return target
 
     def enter(self) -> ModelProtocol:
         """Take the serving instance for one request (counted until :meth:`leave`)."""
@@ -87,7 +135,7 @@ class Registry:
         if slot is None:
             slot = versions[version] = Slot(name, version, settings, factory)
         else:
-            slot.settings, slot.factory = settings, factory
+            slot.settings, slot.factory, slot.gone = settings, factory, False
         return slot
 
     def fail(self, name: str, version: str, reason: str) -> Slot:
@@ -151,10 +199,11 @@ class Registry:
         return slots
 
     async def _load(self, slot: Slot) -> str:
+        if slot.gone and slot.state in _AT_REST:
+            return ""  # forgotten (its folder went away) while an earlier version was loading
         started = time.perf_counter()
         old = slot.model
-        if old is None:
-            slot.state = "LOADING"
+        self._move(slot, "load")
         try:
             # A model given as an instance has a factory returning it: it reloads in place.
             new = slot.factory(slot.settings)
@@ -169,11 +218,11 @@ class Registry:
                 reason,
                 exc_info=not isinstance(exc, InferkitError),
             )
-            if old is None or slot.state != "READY":
-                self._set_failed(slot, reason)
+            self._set_failed(slot, reason)
             return reason
         _mark_ready(new)
-        slot.model, slot.state, slot.reason = new, "READY", ""
+        slot.model, slot.reason = new, ""
+        self._move(slot, "loaded")
         if old is not None and old is not new:
             await self._retire(slot, old)
         duration = time.perf_counter() - started
@@ -190,8 +239,16 @@ class Registry:
             log.exception("Unloading the replaced instance of model '%s' failed", slot.name)
 
     def _set_failed(self, slot: Slot, reason: str) -> None:
-        slot.state, slot.reason, slot.model = "FAILED", reason, None
+        if self._move(slot, "fail") != "FAILED":
+            return  # a failed reload: the table keeps it READY on the old instance
+        slot.reason, slot.model = reason, None
         self._emit(ModelFailed(model=slot.name, version=slot.version, reason=reason))
+
+    def _move(self, slot: Slot, action: Action) -> State:
+        state = slot.move(action)
+        if slot.gone and state in _AT_REST:
+            self._drop(slot)
+        return state
 
     async def unload(self, name: str, version: str | None = None) -> list[Slot]:
         """Unload every version of ``name`` (or one), after in-flight requests finish."""
@@ -203,24 +260,40 @@ class Registry:
 
     async def _unload(self, slot: Slot) -> None:
         model = slot.model
+        self._move(slot, "unload")
         if model is None:
-            if slot.state != "FAILED":
-                slot.state = "UNAVAILABLE"
             return
-        slot.state = "UNLOADING"
         await slot.wait_idle()
         try:
             await model.unload()
         except Exception:
             log.exception("Model '%s'%s failed to unload", slot.name, _v(slot.version))
-        slot.model, slot.state, slot.reason = None, "UNAVAILABLE", ""
+        slot.model, slot.reason = None, ""
+        self._move(slot, "unloaded")
         if hasattr(model, "ready"):
             model.ready = False
         self._emit(ModelUnloaded(model=slot.name, version=slot.version))
 
-    def remove(self, name: str) -> None:
-        """Forget a model that is not loaded (used when its folder disappeared)."""
-        self._slots.pop(name, None)
+    def forget(self, name: str, version: str) -> None:
+        """Forget a version whose repository folder disappeared (nothing if it is unknown).
+
+        A version that holds no model (UNAVAILABLE, FAILED) goes at once. A loaded one is in
+        memory and keeps serving until it is unloaded (or a load of it fails), then it goes. A
+        later :meth:`add` of the same version (its folder came back) keeps it.
+        """
+        slot = self._slots.get(name, {}).get(version)
+        if slot is None:
+            return
+        slot.gone = True
+        if slot.state in _AT_REST:
+            self._drop(slot)
+
+    def _drop(self, slot: Slot) -> None:
+        versions = self._slots.get(slot.name, {})
+        if versions.get(slot.version) is slot:
+            del versions[slot.version]
+        if not versions:
+            self._slots.pop(slot.name, None)
 
 
 def _mark_ready(model: ModelProtocol) -> None:

@@ -44,7 +44,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .repository import ModelRepository
+    from .repository import DiscoveryFailure, ModelRepository
 
 __all__ = ["Server"]
 
@@ -58,7 +58,8 @@ class Server:
 
     ``models`` may hold model instances (``Model`` subclasses, or anything with the same shape)
     and ``ModelSettings`` whose ``implementation`` is imported when the model loads. With a
-    ``repository``, :meth:`load` also finds models added to its folder after start-up.
+    ``repository``, :meth:`rescan` (run by :meth:`start` and :meth:`load`) picks up models
+    added to its folder after start-up and drops those whose folder is gone.
     """
 
     def __init__(
@@ -89,6 +90,8 @@ class Server:
         self._registry = Registry(self._pipeline.emit)
         self._closing = False
         self._started = False
+        # Versions the last repository scan found, to tell which folders have disappeared.
+        self._found: set[tuple[str, str]] = set()
         for model in models:
             self.add(model)
 
@@ -150,9 +153,10 @@ class Server:
 
     async def start(self) -> None:
         """Discover the repository and load every model (unless ``load_models_at_startup``
-        is off). Models that fail end FAILED with a reason; the others serve."""
-        if self.repository is not None:
-            self._discover()
+        is off). Models that fail end FAILED with a reason; the others serve. A stopped server
+        may start again (an embedding app's lifespan can run twice)."""
+        self._closing = False
+        await self.rescan()
         if self.settings.load_models_at_startup:
             names = {slot.name for slot in self._registry if slot.state != "FAILED"}
             await asyncio.gather(*(self._load_quietly(name) for name in sorted(names)))
@@ -164,11 +168,33 @@ class Server:
         except ModelLoadError:
             pass  # already recorded as FAILED and logged by the registry
 
-    def _discover(self) -> None:
-        assert self.repository is not None
-        found, failures = self.repository.discover()
+    async def rescan(self) -> None:
+        """Scan the repository folder again, off the event loop, and apply what changed.
+
+        New model folders are added (not loaded) and broken ones are listed FAILED. A version
+        whose folder is gone leaves the index: at once if it is not loaded (UNAVAILABLE,
+        FAILED); a loaded one is in memory and keeps serving until it is unloaded, then it goes.
+        Run by :meth:`start`, :meth:`load` and ``index(rescan=True)``; nothing else reads the
+        disk. Does nothing without a repository.
+        """
+        await self._rescan()
+
+    async def _rescan(self) -> list[ModelSettings]:
+        if self.repository is None:
+            return []
+        # Walking the tree and reading settings files blocks; no model module is imported here.
+        found, failures = await asyncio.to_thread(self.repository.discover)
+        self._discover(found, failures)
+        return found
+
+    def _discover(self, found: list[ModelSettings], failures: list[DiscoveryFailure]) -> None:
+        # Applied with no await in between, so no request sees half of a scan.
+        keys = {(s.name, s.version or "") for s in found} | {(f.name, "") for f in failures}
+        for name, version in sorted(self._found - keys):
+            self._registry.forget(name, version)
+        self._found = keys
         for settings in found:
-            if settings.name not in self._registry or self._is_new(settings):
+            if self._is_new(settings):
                 self.add(settings)
         for name, reason in failures:
             if name not in self._registry:
@@ -176,14 +202,16 @@ class Server:
 
     def _is_new(self, settings: ModelSettings) -> bool:
         try:
-            self._registry.get(settings.name, settings.version or "")
+            slot = self._registry.get(settings.name, settings.version or "")
         except ModelNotFound:
             return True
-        return False
+        # A loaded version whose folder went away and came back takes its settings again.
+        return slot.gone
 
     async def stop(self) -> None:
         """Refuse new requests, wait for in-flight ones, and unload every model."""
         self._closing = True
+        self._started = False
         for name in sorted({slot.name for slot in self._registry}):
             await self._registry.unload(name)
 
@@ -247,10 +275,17 @@ class Server:
         meta.versions = [v for v in loaded if v] or meta.versions
         return meta
 
-    async def index(self, ready: bool | None = None) -> list[RepositoryIndexResponseItem]:
-        """Every model version and its state; ``ready`` filters on READY (or not READY)."""
-        if self.repository is not None:
-            self._discover()
+    async def index(
+        self, ready: bool | None = None, *, rescan: bool = False
+    ) -> list[RepositoryIndexResponseItem]:
+        """Every model version and its state; ``ready`` filters on READY (or not READY).
+
+        Reads memory only, so metrics scrapes and statistics never touch the disk. With
+        ``rescan`` the repository folder is scanned first (:meth:`rescan`): the V2 repository
+        index call passes it, so models added to the folder show up, as in MLServer.
+        """
+        if rescan:
+            await self.rescan()
         items = [
             RepositoryIndexResponseItem(
                 name=slot.name, version=slot.version, state=state, reason=why
@@ -271,19 +306,19 @@ class Server:
     # -- repository -----------------------------------------------------------------------
 
     async def load(self, name: str, version: str | None = None) -> None:
-        """Load (or reload) a model; raises ModelNotFound, or ModelLoadError with the reason."""
-        if self.repository is not None:
-            self._refresh(name)
+        """Load (or reload) a model; raises ModelNotFound, or ModelLoadError with the reason.
+
+        With a repository, the folder is scanned first (:meth:`rescan`) and the model's settings
+        are read again, so new versions and edited settings apply.
+        """
+        for settings in await self._rescan():
+            if settings.name == name:
+                self.add(settings)
         await self._registry.load(name, version)
 
-    def _refresh(self, name: str) -> None:
-        # Re-read the model's folder so edited settings and new versions are picked up.
-        assert self.repository is not None
-        for settings in self.repository.find(name):
-            self.add(settings)
-
     async def unload(self, name: str, version: str | None = None) -> None:
-        """Unload a model after its in-flight requests; it stays listed as UNAVAILABLE."""
+        """Unload a model after its in-flight requests; it stays listed as UNAVAILABLE (unless
+        its repository folder is gone: see :meth:`rescan`)."""
         await self._registry.unload(name, version)
 
     # -- inference ------------------------------------------------------------------------

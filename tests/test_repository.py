@@ -165,6 +165,16 @@ def test_rescans_pick_up_new_models(tmp_path: Path) -> None:
     assert [m.name for m in repository.find("late")] == ["late"]
 
 
+def test_discovery_reads_settings_and_imports_nothing(tmp_path: Path) -> None:
+    # The server scans in a worker thread on every rescan; model code runs only at load time.
+    model_folder(
+        tmp_path / "m",
+        {"name": "m", "implementation": "model.M"},
+        **{"model.py": "raise SystemExit('imported during discovery')\n"},
+    )
+    assert [m.name for m in ModelRepository(tmp_path).discover().models] == ["m"]
+
+
 ENV_MODEL = {
     "MLSERVER_MODEL_NAME": "from-env",
     "MLSERVER_MODEL_IMPLEMENTATION": "model.M",

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
-from toymodels import BrokenLoadModel, FailingModel, HangingModel, SumModel, named, sum_model
+from toymodels import (
+    BrokenLoadModel,
+    FailingModel,
+    HangingModel,
+    SumModel,
+    named,
+    sum_model,
+    sum_model_folder,
+)
 
 from inferkit import (
     InferenceRequest,
@@ -419,3 +429,113 @@ async def test_statistics_come_from_the_core_without_any_transport() -> None:
     assert "statistics" in (await server.metadata()).extensions
     with pytest.raises(errors.ModelNotFound):
         await server.model_statistics("nope")
+
+
+# -- restarts and the repository -----------------------------------------------------------------
+
+
+def test_a_stopped_server_starts_again() -> None:
+    # An embedding app's lifespan may run twice: Starlette's TestClient used twice does, each
+    # time in a new event loop.
+    server = Server([sum_model()])
+
+    async def lifespan() -> tuple[bool, list[float], bool]:
+        async with server:
+            ready = await server.ready()
+            total = np.asarray((await server.infer("sum", fp32(1, 2))).outputs[0].data).tolist()
+        return ready, total, await server.ready()
+
+    assert asyncio.run(lifespan()) == (True, [3.0], False)
+    assert asyncio.run(lifespan()) == (True, [3.0], False)
+
+
+def states(index: list[Any]) -> dict[str, str]:
+    return {f"{item.name}{':' if item.version else ''}{item.version}": item.state for item in index}
+
+
+async def test_the_repository_is_scanned_off_the_loop_and_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    from inferkit.repository import Discovery, ModelRepository
+
+    class Recording(ModelRepository):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.threads: list[int] = []
+
+        def discover(self, *, ignored: list[str] | None = None) -> Discovery:
+            self.threads.append(threading.get_ident())
+            return super().discover(ignored=ignored)
+
+    sum_model_folder(tmp_path / "a", "a")
+    repository = Recording(tmp_path)
+    server = Server(repository=repository)
+    await server.start()
+    sum_model_folder(tmp_path / "late", "late")
+    sum_model_folder(tmp_path / "later", "later")
+    # What metrics scrapes, statistics and the gRPC name lookup call: memory only.
+    assert states(await server.index()) == {"a": "READY"}
+    await server.model_statistics()
+    assert len(repository.threads) == 1
+    # The repository index operation asks for a scan; load scans too.
+    assert states(await server.index(rescan=True)) == {
+        "a": "READY",
+        "late": "UNAVAILABLE",
+        "later": "UNAVAILABLE",
+    }
+    await server.load("later")
+    assert await server.model_ready("later")
+    assert len(repository.threads) == 3
+    assert threading.get_ident() not in repository.threads
+
+
+async def test_a_model_whose_folder_is_deleted_leaves_the_index_once_unloaded(
+    tmp_path: Path,
+) -> None:
+    from inferkit.repository import ModelRepository
+
+    sum_model_folder(tmp_path / "idle", "idle")
+    sum_model_folder(tmp_path / "busy", "busy")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model-settings.json").write_text("{")
+    server = Server(
+        [sum_model("mine")],
+        settings=Settings(load_models_at_startup=False),
+        repository=ModelRepository(tmp_path),
+    )
+    await server.start()
+    await server.load("busy")
+    assert states(await server.index()) == {
+        "broken": "FAILED",
+        "busy": "READY",
+        "idle": "UNAVAILABLE",
+        "mine": "UNAVAILABLE",
+    }
+    for folder in ("idle", "busy", "broken"):
+        shutil.rmtree(tmp_path / folder)
+    await server.rescan()
+    # Loaded, so in memory: it serves until unloaded. A model given in code has no folder.
+    assert states(await server.index()) == {"busy": "READY", "mine": "UNAVAILABLE"}
+    assert (await server.infer("busy", fp32(1))).outputs
+    await server.unload("busy")
+    assert states(await server.index()) == {"mine": "UNAVAILABLE"}
+    with pytest.raises(errors.ModelNotFound):
+        await server.load("busy")
+
+
+async def test_a_version_whose_folder_is_deleted_goes_the_same_way(tmp_path: Path) -> None:
+    from inferkit.repository import ModelRepository
+
+    for version in ("1", "2", "3"):
+        sum_model_folder(tmp_path / f"v{version}", "iris", version)
+    server = Server(repository=ModelRepository(tmp_path))
+    await server.start()
+    await server.unload("iris", "1")
+    shutil.rmtree(tmp_path / "v1")
+    shutil.rmtree(tmp_path / "v2")
+    await server.rescan()
+    assert states(await server.index()) == {"iris:2": "READY", "iris:3": "READY"}
+    sum_model_folder(tmp_path / "v2", "iris", "2")  # back before it was unloaded: it stays
+    await server.rescan()
+    await server.unload("iris", "2")
+    assert states(await server.index()) == {"iris:2": "UNAVAILABLE", "iris:3": "READY"}

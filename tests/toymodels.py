@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,15 @@ class BrokenLoadModel(Model):
 
     async def load(self) -> bool:
         raise FileNotFoundError("weights.bin is missing")
+
+
+def sum_model_folder(folder: Path, name: str, version: str | None = None) -> None:
+    """A model folder of a repository whose ``model-settings.json`` serves ``SumModel``."""
+    settings: dict[str, Any] = {"name": name, "implementation": "toymodels.SumModel"}
+    if version:
+        settings["parameters"] = {"version": version}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model-settings.json").write_text(json.dumps(settings))
 
 
 def named(cls: type[Model], name: str, version: str | None = None, **settings: Any) -> Model:

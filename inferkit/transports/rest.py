@@ -192,7 +192,7 @@ class _Api:
     async def index(self, request: Request) -> Response:
         body = await self.reader.read(request.receive, scope_headers(request.scope))
         query = decode(self._decode_index, body) if body.strip() else None
-        items = await self.server.index(query.ready if query else None)
+        items = await self.server.index(query.ready if query else None, rescan=True)
         return _json(items)
 
     async def load(self, request: Request) -> Response:

@@ -7,7 +7,10 @@ tables below, and everything else must be identical.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +18,7 @@ import numpy as np
 import pytest
 from grpclib.testing import ChannelFor
 from samples import ARRAYS
-from toymodels import FailingModel, named, sum_model
+from toymodels import FailingModel, named, sum_model, sum_model_folder
 from v2_clients import GrpcClient, RestClient, V2Client, V2Error, as_array
 
 from inferkit import (
@@ -27,6 +30,7 @@ from inferkit import (
     ResponseOutput,
     Server,
 )
+from inferkit.repository import ModelRepository
 from inferkit.transports.grpc import create_grpc_service
 from inferkit.transports.rest import create_rest_app
 
@@ -57,18 +61,23 @@ def models() -> list[Model]:
     ]
 
 
+@asynccontextmanager
+async def connect(server: Server, transport: str) -> AsyncIterator[V2Client]:
+    """A client of ``server`` over ``transport`` ("rest" or "grpc"), with the server started."""
+    async with server:
+        if transport == "rest":
+            asgi = httpx.ASGITransport(app=create_rest_app(server))
+            async with httpx.AsyncClient(transport=asgi, base_url="http://test") as http:
+                yield RestClient(http)
+        else:
+            async with ChannelFor(create_grpc_service(server)) as channel:
+                yield GrpcClient(channel)
+
+
 @pytest.fixture(params=["rest", "grpc"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[V2Client]:
-    server = Server(models())
-    await server.start()
-    if request.param == "rest":
-        transport = httpx.ASGITransport(app=create_rest_app(server))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield RestClient(http)
-    else:
-        async with ChannelFor(create_grpc_service(server)) as channel:
-            yield GrpcClient(channel)
-    await server.stop()
+    async with connect(Server(models()), request.param) as client:
+        yield client
 
 
 #: The status each transport gives an error code (REST: HTTP; gRPC: grpc Status).
@@ -300,3 +309,18 @@ async def test_repository_sequence(client: V2Client) -> None:
     with pytest.raises(V2Error) as caught:
         await client.load("nope")
     check_error(client, caught.value, "MODEL_NOT_FOUND", "Model 'nope' not found")
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+async def test_the_index_rescans_the_repository_folder(tmp_path: Path, transport: str) -> None:
+    sum_model_folder(tmp_path / "first", "first")
+    async with connect(Server(repository=ModelRepository(tmp_path)), transport) as client:
+        sum_model_folder(tmp_path / "added", "added")
+        shutil.rmtree(tmp_path / "first")
+        # MLServer lists models added to the folder; a loaded one serves until unloaded.
+        assert {i.name: i.state for i in await client.index()} == {
+            "added": "UNAVAILABLE",
+            "first": "READY",
+        }
+        await client.unload("first")
+        assert [i.name for i in await client.index()] == ["added"]

@@ -27,7 +27,7 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.testing import ChannelFor
 from harness import free_port
-from toymodels import FailingModel, named, sum_model
+from toymodels import FailingModel, named, sum_model, sum_model_folder
 
 from inferkit import (
     InferenceRequest,
@@ -424,6 +424,20 @@ async def test_load_and_unload_accept_both_numberings(
         # KServe's clients read these fields; others ignore them.
         assert (loaded.reply.model_name, loaded.reply.is_loaded) == ("sum", True)
         assert (unloaded.reply.model_name, unloaded.reply.is_unloaded) == ("sum", True)
+
+
+async def test_kserve_numbering_finds_a_model_added_to_the_folder(tmp_path: Path) -> None:
+    from inferkit.repository import ModelRepository
+
+    async with Server(repository=ModelRepository(tmp_path)) as server:
+        async with ChannelFor(create_grpc_service(server)) as channel:
+            sum_model_folder(tmp_path / "late", "late")
+            request = pb.RepositoryModelLoadRequest(repository_name="late")
+            loaded = await call(
+                channel, f"{V2}/RepositoryModelLoad", request, pb.RepositoryModelLoadResponse
+            )
+        assert loaded.status is Status.OK
+        assert await server.model_ready("late")
 
 
 @pytest.mark.parametrize(

@@ -261,7 +261,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         self, message: pb.RepositoryIndexRequest
     ) -> pb.RepositoryIndexResponse:
         query = index_request_from_proto(message)
-        return index_to_proto(await self.server.index(query.ready))
+        return index_to_proto(await self.server.index(query.ready, rescan=True))
 
     async def repository_model_load(
         self, message: pb.RepositoryModelLoadRequest
@@ -294,7 +294,7 @@ class RepositoryService(mr.ModelRepositoryServiceBase):
         self, message: mr.RepositoryIndexRequest
     ) -> mr.RepositoryIndexResponse:
         query = index_request_from_proto(message)
-        return index_to_model_repository_proto(await self.server.index(query.ready))
+        return index_to_model_repository_proto(await self.server.index(query.ready, rescan=True))
 
     async def repository_model_load(
         self, message: mr.RepositoryModelLoadRequest
@@ -434,5 +434,5 @@ async def _model_name(
     # picks up models added to the repository folder since start-up, as load does.
     known: set[str] = set()
     if not message.model_name:
-        known = {item.name for item in await server.index()}
+        known = {item.name for item in await server.index(rescan=True)}
     return model_name_of(message, known.__contains__)
