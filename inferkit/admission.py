@@ -8,16 +8,20 @@ one at a time, as the model reads them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from . import codecs as _codecs
 from .errors import InferkitError, InvalidRequest, InvalidShape, OutputNotFound
 from .pipeline import Call
 from .types import InferenceRequest, InferenceResponse, MetadataTensor
 
-__all__ = ["Feed", "batch_size", "check_inputs", "complete", "stamp"]
+__all__ = ["Feed", "batch_size", "check_inputs", "closing", "complete", "stamp"]
+
+_T = TypeVar("_T")
 
 
 def check_inputs(request: InferenceRequest, declared: list[MetadataTensor]) -> None:
@@ -142,3 +146,15 @@ class Feed:
             self.call.batch_size += 1
             self.latest = request
             yield request
+
+
+@contextlib.asynccontextmanager
+async def closing(iterator: AsyncIterator[_T]) -> AsyncGenerator[AsyncIterator[_T], None]:
+    """``iterator``, closed at the end of the block if it can be (an async generator can):
+    a stream that ends early, or is cancelled, stops the model's iterator at once."""
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()

@@ -23,7 +23,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+)
 from typing import Any, Protocol
 
 from .errors import InferkitError, InvalidRequest
@@ -245,6 +252,19 @@ class Pipeline:
         if not self.hooks:
             return None
         return [(hook, _guarded(hook.started, call)) for hook in self.hooks]
+
+    @contextlib.contextmanager
+    def recording(self, call: Call) -> Iterator[Call]:
+        """The block as one call of its own (a direct ``Server`` call): hooks around it, its
+        failure recorded, and its outcome record emitted at the end."""
+        tokens = self.begin(call)
+        try:
+            yield call
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        finally:
+            self.end(call, tokens)
 
     def end(self, call: Call, tokens: list[tuple[CallHook, Any]] | None) -> None:
         """Make the outcome record, run the hooks' ``finished`` (last first) and emit it."""

@@ -13,11 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from . import codecs as _codecs
 from ._version import __version__
-from .admission import Feed, batch_size, check_inputs, complete, stamp
+from .admission import Feed, batch_size, check_inputs, closing, complete, stamp
 from .errors import (
     InferenceFailed,
     InferenceTimeout,
@@ -50,8 +50,6 @@ __all__ = ["Server"]
 
 log = logging.getLogger("inferkit.server")
 
-_T = TypeVar("_T")
-
 
 class Server:
     """Models, codecs and the V2 operations, with no I/O.
@@ -71,7 +69,7 @@ class Server:
         repository: ModelRepository | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
-        self.codecs = _codec_registry(codecs)
+        self.codecs = _codecs.as_registry(codecs)
         self.repository = repository
         #: Protocol extensions advertised by ``metadata()``; transports may add theirs.
         self.extensions: list[str] = ["model_repository", "statistics", *self.settings.extensions]
@@ -81,7 +79,7 @@ class Server:
         # its outcome records like any other listener.
         self._pipeline = Pipeline(
             [self._statistics, access_listener],
-            infer=self._run,
+            infer=self._infer,
             stream=self._stream,
             natively=self._streams_natively,
         )
@@ -338,16 +336,10 @@ class Server:
         is this method's own and its record is emitted here.
         """
         if context is not None:
-            return await self._infer(context, name, request, version)
-        call = Call(model=name, version=version)
-        tokens = self._pipeline.begin(call)
-        try:
-            return await self._infer(call, name, request, version)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        finally:
-            self._pipeline.end(call, tokens)
+            context.model, context.version = name, version
+            return await self._infer(context, request)
+        with self._pipeline.recording(Call(model=name, version=version)) as call:
+            return await self._infer(call, request)
 
     async def infer_stream(
         self,
@@ -363,22 +355,18 @@ class Server:
         answers as it likes (MLServer's signature); any other model gets MLServer's default,
         one ``predict`` per request, in order. Requests are checked as they arrive. An error
         (the model's, or an invalid request) ends the stream; closing the iterator early
-        closes the model's.
+        closes the model's. ``context`` is as for :meth:`infer`.
         """
-        call = context if context is not None else Call(model=name, version=version, stream=True)
-        tokens = self._pipeline.begin(call) if context is None else None
-        try:
-            call.model, call.version = name, version
+        if context is not None:
+            context.model, context.version = name, version
+            async with contextlib.aclosing(self._stream(context, requests)) as stream:
+                async for response in stream:
+                    yield response
+            return
+        with self._pipeline.recording(Call(model=name, version=version, stream=True)) as call:
             async with contextlib.aclosing(self._stream(call, requests)) as stream:
                 async for response in stream:
                     yield response
-        except BaseException as exc:
-            if context is None:
-                call.fail(exc)
-            raise
-        finally:
-            if context is None:
-                self._pipeline.end(call, tokens)
 
     async def handle(self, call: Call, exchange: Exchange) -> None:
         """Answer one unary call of a transport through the request pipeline.
@@ -395,9 +383,6 @@ class Server:
         :meth:`~inferkit.pipeline.Pipeline.handle_stream`."""
         await self._pipeline.handle_stream(call, exchange)
 
-    async def _run(self, call: Call, request: InferenceRequest) -> InferenceResponse:
-        return await self._infer(call, call.model, request, call.version)
-
     def _streams_natively(self, call: Call) -> bool:
         try:
             model = self._registry.get(call.model, call.version).model
@@ -405,11 +390,10 @@ class Server:
             return False
         return model is not None and has_own_stream(model)
 
-    async def _infer(
-        self, call: Call, name: str, request: InferenceRequest, version: str | None
-    ) -> InferenceResponse:
+    async def _infer(self, call: Call, request: InferenceRequest) -> InferenceResponse:
+        """Run one request on the model ``call`` names."""
         call.request_id = request.id or call.request_id
-        slot = self._resolve(call, name, version)
+        slot = self._resolve(call)
         self._admit(call, request, slot)
         call.batch_size = batch_size(request)
         model = slot.enter()
@@ -421,11 +405,13 @@ class Server:
         call.request_id = response.id or ""
         return response
 
-    def _resolve(self, call: Call, name: str, version: str | None) -> Slot:
+    def _resolve(self, call: Call) -> Slot:
+        """The slot of the model (version) ``call`` names; ``call`` learns the resolved names."""
         if self._closing:
-            raise ShuttingDown("The server is shutting down", model=name, version=version)
-        call.model = name
-        slot = self._registry.get(name, version)
+            raise ShuttingDown(
+                "The server is shutting down", model=call.model, version=call.version
+            )
+        slot = self._registry.get(call.model, call.version)
         call.model, call.version, call.resolved = slot.name, slot.version, True
         return slot
 
@@ -445,7 +431,7 @@ class Server:
     ) -> AsyncGenerator[InferenceResponse, None]:
         """The responses of a stream to the model ``call`` names; ``refuse`` (if given)
         answers invalid requests, which are then skipped, instead of ending the stream."""
-        slot = self._resolve(call, call.model, call.version)
+        slot = self._resolve(call)
         model = slot.enter()  # held for the whole stream: an unload waits for it to end
         feed = Feed(call, lambda request: self._admit(call, request, slot), requests, refuse)
         try:
@@ -457,7 +443,7 @@ class Server:
                         yield complete(response, request, slot.name, slot.version)
                 return
             streaming = cast(StreamingModel, model)
-            async with _closing(streaming.predict_stream(feed.requests())) as responses:
+            async with closing(streaming.predict_stream(feed.requests())) as responses:
                 while True:
                     started, waited = time.perf_counter(), feed.waited_s
                     try:
@@ -513,36 +499,10 @@ class Server:
         return remaining if timeout is None else min(timeout, remaining)
 
 
-@contextlib.asynccontextmanager
-async def _closing(iterator: AsyncIterator[_T]) -> AsyncGenerator[AsyncIterator[_T], None]:
-    """``iterator``, closed at the end of the block if it can be (an async generator can):
-    a stream that ends early, or is cancelled, stops the model's iterator at once."""
-    try:
-        yield iterator
-    finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await close()
-
-
 def _model_failed(slot: Slot, method: str) -> InferenceFailed:
     # The exception's text stays in the server log: it may carry internals or secrets.
     log.exception("Model '%s'%s raised during %s", slot.name, _v(slot.version), method)
     return InferenceFailed(f"Model '{slot.name}' failed to run inference; see the server log")
-
-
-def _codec_registry(
-    codecs: _codecs.CodecRegistry | Iterable[type[Any]] | None,
-) -> _codecs.CodecRegistry:
-    if isinstance(codecs, _codecs.CodecRegistry):
-        return codecs
-    registry = _codecs.default_codecs()
-    for codec in codecs or ():
-        if hasattr(codec, "decode_request"):
-            registry.register_request_codec(codec)
-        else:
-            registry.register_input_codec(codec)
-    return registry
 
 
 def _state(slot: Slot) -> tuple[State, str]:

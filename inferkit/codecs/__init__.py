@@ -27,6 +27,7 @@ from .registry import (
     CodecRegistry,
     InputCodecLike,
     RequestCodecLike,
+    as_registry,
     default_codecs,
 )
 from .selection import decode_input, decode_request, encode_output, encode_response
@@ -56,6 +57,7 @@ __all__ = [
     "StringCodec",
     "StringRequestCodec",
     "Tensor",
+    "as_registry",
     "check_tensor",
     "content_type_of",
     "decode_args",

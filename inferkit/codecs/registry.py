@@ -114,6 +114,20 @@ def default_codecs() -> CodecRegistry:
     return CodecRegistry(BUILTIN_INPUT_CODECS, BUILTIN_REQUEST_CODECS)
 
 
+def as_registry(codecs: CodecRegistry | Iterable[Any] | None) -> CodecRegistry:
+    """``codecs`` as a registry: as it is, or the built-ins plus the given codec classes
+    (request codecs told from input codecs by their ``decode_request``)."""
+    if isinstance(codecs, CodecRegistry):
+        return codecs
+    registry = default_codecs()
+    for codec in codecs or ():
+        if hasattr(codec, "decode_request"):
+            registry.register_request_codec(codec)
+        else:
+            registry.register_input_codec(codec)
+    return registry
+
+
 def _content_type(codec: InputCodecLike | RequestCodecLike) -> str:
     content_type = codec.ContentType
     if not content_type:
