@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -81,7 +82,7 @@ class ModelStatistics(msgspec.Struct, kw_only=True):
     execution_count: int = 0
     inference_stats: InferStatistics = msgspec.field(default_factory=InferStatistics)
     batch_stats: list[InferBatchStatistics] = msgspec.field(default_factory=list)
-    memory_usage: list[dict[str, object]] = msgspec.field(default_factory=list)
+    memory_usage: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 class ModelStatisticsResponse(msgspec.Struct, kw_only=True):

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._version import __version__
+from ..statistics import ModelStatisticsResponse
 from ..types import (
     InferenceRequest,
     InferenceResponse,
@@ -81,7 +82,26 @@ def _paths() -> dict[str, Any]:
     empty = {"description": "True (400 when false)"}
     meta = _json(_ref(MetadataModelResponse))
     infer = _operation("Run inference", _json(_ref(InferenceResponse)), InferenceRequest)
+    generate = _operation(
+        "Run inference (MLServer's alias)", _json(_ref(InferenceResponse)), InferenceRequest
+    )
+    events = {
+        "description": "One Server-Sent Event per response: `data: {InferenceResponse}`; "
+        "an error after the first is `event: error` with `{error, code}`",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    stream = _operation("Stream inference responses", events, InferenceRequest)
+    streams = {
+        f"{base}/{action}": {"post": op}
+        for base in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}")
+        for action, op in (
+            ("generate", generate),
+            ("infer_stream", stream),
+            ("generate_stream", stream),
+        )
+    }
     index = _json({"type": "array", "items": _ref(RepositoryIndexResponseItem)})
+    stats = _json(_ref(ModelStatisticsResponse))
     return {
         "/v2/health/live": {"get": _operation("Server live", empty)},
         "/v2/health/ready": {"get": _operation("Server ready", empty)},
@@ -96,6 +116,13 @@ def _paths() -> dict[str, Any]:
         },
         "/v2/models/{model_name}/infer": {"post": infer},
         "/v2/models/{model_name}/versions/{model_version}/infer": {"post": infer},
+        **streams,
+        # Triton's statistics extension.
+        "/v2/models/stats": {"get": _operation("Statistics of every model", stats)},
+        "/v2/models/{model_name}/stats": {"get": _operation("Model statistics", stats)},
+        "/v2/models/{model_name}/versions/{model_version}/stats": {
+            "get": _operation("Model version statistics", stats)
+        },
         "/v2/repository/index": {
             "post": _operation("Repository index", index, RepositoryIndexRequest)
         },
@@ -125,6 +152,7 @@ def openapi_document() -> bytes:
         MetadataModelResponse,
         RepositoryIndexRequest,
         RepositoryIndexResponseItem,
+        ModelStatisticsResponse,
     )
     _, components = msgspec.json.schema_components(types, ref_template=_REF)
     document = {

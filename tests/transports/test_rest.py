@@ -427,3 +427,26 @@ async def test_embedding_under_a_prefix_with_the_host_lifespan() -> None:
             page = await http.get("/ml/v2/docs")
             assert "/ml/v2/docs/openapi.json" in page.text
     assert [i.state for i in await server.index()] == ["UNAVAILABLE"]  # unloaded on exit
+
+
+async def test_the_openapi_document_lists_every_route_of_the_app() -> None:
+    server = Server([sum_model()])
+    app = create_rest_app(server)
+    async with client() as http:
+        paths = (await http.get("/v2/docs/openapi.json")).json()["paths"]
+    routed = {
+        (route.path.replace("{name}", "{model_name}").replace("{version}", "{model_version}"), m)
+        for route in app.routes
+        if isinstance(route, Route) and not route.path.startswith("/v2/docs")
+        for m in route.methods or ()
+        if m != "HEAD"
+    }
+    documented = {
+        (path, method.upper())
+        for path, item in paths.items()
+        for method in item
+        if method != "parameters"
+    }
+    assert routed - documented == set()
+    stream = paths["/v2/models/{model_name}/generate_stream"]["post"]["responses"]["200"]
+    assert list(stream["content"]) == ["text/event-stream"]

@@ -429,8 +429,8 @@ def statistics_to_proto(report: ModelStatisticsResponse) -> pb.ModelStatisticsRe
                 memory_usage=[
                     pb.MemoryUsage(
                         type=str(u.get("type", "")),
-                        id=int(u.get("id", 0)),  # type: ignore[call-overload]
-                        byte_size=int(u.get("byte_size", 0)),  # type: ignore[call-overload]
+                        id=int(u.get("id", 0)),
+                        byte_size=int(u.get("byte_size", 0)),
                     )
                     for u in m.memory_usage
                 ],
