@@ -105,6 +105,12 @@ class _InferenceMetrics:
             buckets=DEFAULT_BUCKETS,
             registry=registry,
         )
+        self.stream_responses = PromCounter(
+            "inferkit_stream_responses",
+            "Responses sent on streams (REST infer_stream, gRPC ModelStreamInfer)",
+            _MODEL,
+            registry=registry,
+        )
         # The labelled children of each model version and outcome, looked up once: ``labels()``
         # locks and checks on every call, three times per request. Made on first use only (an
         # "OK" series must not appear for a model that never answered), and bounded by the
@@ -128,6 +134,8 @@ class _InferenceMetrics:
         duration.observe(event.duration_s)
         if compute is not None:
             compute.observe(event.compute_s)
+        if event.stream and event.responses:
+            self.stream_responses.labels(event.model, event.version).inc(event.responses)
 
 
 async def _count_models(server: Server, gauge: PromGauge) -> None:

@@ -13,12 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from toymodels import BrokenLoadModel, FailingModel, named, sum_model
+from toymodels import BrokenLoadModel, FailingModel, WordStream, named, sum_model, text_request
 
 from inferkit import InferenceRequest, InferenceResponse, Model, Server, Settings
 from inferkit.runner import http_app
 from inferkit.transports.metrics import create_metrics_app, instrument_rest_app, metrics_service
 from inferkit.transports.rest import create_rest_app
+from inferkit.types import encode_json
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
 BAD_SHAPE = {"inputs": [{"name": "x", "shape": [9], "datatype": "FP32", "data": [1, 2, 3]}]}
@@ -106,6 +107,22 @@ async def test_inference_metrics_exact_increments_and_labels() -> None:
     assert got[key(compute, model="vsum", version="1")] == 1
     assert key(compute, model="bad", version="") not in got
     assert not any("None" in dict(labels).values() for _, labels in got)
+
+
+async def test_stream_responses_are_counted_per_model() -> None:
+    async with stack(named(WordStream, "words"), sum_model()) as s:
+        body = encode_json(text_request("one two three"))
+        await s.rest.post("/v2/models/words/infer_stream", content=body)
+        await s.rest.post("/v2/models/words/infer", content=body)  # not a stream: not counted
+        await s.rest.post("/v2/models/sum/generate_stream", json=BODY)
+        got = await s.scrape()
+    responses = "inferkit_stream_responses_total"
+    assert {k: v for k, v in got.items() if k[0] == responses} == {
+        key(responses, model="words", version=""): 3,
+        key(responses, model="sum", version=""): 1,
+    }
+    total = "inferkit_inference_requests_total"
+    assert got[key(total, model="words", version="", code="OK")] == 2  # the stream, the call
 
 
 async def test_rest_request_metrics_by_route_template() -> None:
