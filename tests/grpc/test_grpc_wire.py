@@ -12,13 +12,14 @@ import struct
 from typing import Any, Literal
 
 import numpy as np
+import proto_convert
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples import NUMERIC_DTYPES
 
 from inferkit.errors import InvalidRequest
-from inferkit.transports.grpc import _wire, convert
+from inferkit.transports.grpc import _wire
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
@@ -154,7 +155,7 @@ def text(number: int, value: str) -> bytes:
 
 def both(wire: bytes) -> tuple[InferenceRequest, InferenceRequest]:
     """The core request of ``wire`` by the generated class and by ``_wire``."""
-    generated = convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+    generated = proto_convert.request_from_proto(pb.ModelInferRequest.parse(wire))
     return generated, _wire.request_of(_wire.ModelInferRequest.FromString(wire))
 
 
@@ -275,14 +276,14 @@ def test_large_integer_tensors(datatype: str, raw: bool) -> None:
     request = InferenceRequest(
         inputs=[RequestInput(name="x", shape=[3, 100], datatype=datatype, data=values)]
     )
-    generated, read = both(bytes(convert.request_to_proto(request, "m", raw=raw)))
+    generated, read = both(bytes(proto_convert.request_to_proto(request, "m", raw=raw)))
     assert_same(generated, read)
     response = InferenceResponse(
         model_name="m",
         outputs=[ResponseOutput(name="y", shape=[300], datatype=datatype, data=values)],
     )
     wire = _wire.write_infer_response(response, raw=raw)
-    assert wire == bytes(convert.response_to_proto(response, raw=raw))
+    assert wire == bytes(proto_convert.response_to_proto(response, raw=raw))
 
 
 def test_out_of_range_values_of_a_large_tensor_name_the_first() -> None:
@@ -290,7 +291,7 @@ def test_out_of_range_values_of_a_large_tensor_name_the_first() -> None:
     wire = tensor_with("INT8", [202], field(2, 2, b"".join(varint(v) for v in values)))
     expected = "Expected `INT8` values, got `128` - at `$.inputs[0].contents.int_contents[128]`"
     with pytest.raises(InvalidRequest) as generated:
-        convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+        proto_convert.request_from_proto(pb.ModelInferRequest.parse(wire))
     with pytest.raises(InvalidRequest) as read:
         _wire.request_of(_wire.ModelInferRequest.FromString(wire))
     assert str(generated.value) == str(read.value) == expected
@@ -299,7 +300,7 @@ def test_out_of_range_values_of_a_large_tensor_name_the_first() -> None:
 # -- malformed bytes ----------------------------------------------------------------------------
 
 GOOD = bytes(
-    convert.request_to_proto(
+    proto_convert.request_to_proto(
         InferenceRequest(
             id="r",
             parameters={"a": 1.5},
@@ -407,7 +408,7 @@ def test_random_messages(
         for i, (d, s, x, p) in enumerate(specs)
     ]
     request = InferenceRequest(id=request_id or None, parameters=parameters or None, inputs=inputs)
-    generated, read = both(bytes(convert.request_to_proto(request, "m", raw=raw)))
+    generated, read = both(bytes(proto_convert.request_to_proto(request, "m", raw=raw)))
     assert_same(generated, read)
 
     outputs = [
@@ -420,7 +421,7 @@ def test_random_messages(
         model_name="m", id=request_id or None, parameters=parameters or None, outputs=outputs
     )
     assert _wire.write_infer_response(response, raw=raw) == bytes(
-        convert.response_to_proto(response, raw=raw)
+        proto_convert.response_to_proto(response, raw=raw)
     )
 
 

@@ -26,15 +26,12 @@ from inferkit.codecs.tensor import object_array, unpack_bytes
 from inferkit.errors import InvalidRequest, InvalidShape, UnsupportedDatatype
 from inferkit.types import RequestInput, ResponseOutput
 
-from ._generated import inference as pb
-
 __all__ = [
     "TYPED_FIELDS",
     "WireTensor",
     "bytes_items",
     "decode_tensors",
     "encode_arrays",
-    "encode_tensors",
     "needs_raw",
     "raw_bytes",
 ]
@@ -302,14 +299,6 @@ def raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
     return array.astype(_DTYPES[datatype], copy=False).tobytes()
 
 
-def _typed_contents(datatype: str, array: np.ndarray[Any, Any]) -> pb.InferTensorContents:
-    if datatype == "BYTES":
-        flat: list[Any] = bytes_items(array)
-    else:
-        flat = array.reshape(-1).tolist()  # numpy's C loop builds the Python values
-    return pb.InferTensorContents(**{TYPED_FIELDS[datatype]: flat})
-
-
 def encode_arrays(
     tensors: Sequence[RequestInput | ResponseOutput], prefix: str
 ) -> list[np.ndarray[Any, Any]]:
@@ -323,19 +312,6 @@ def encode_arrays(
         _to_array(t.name, t.datatype, t.shape, t.data, f"{prefix}[{i}]")
         for i, t in enumerate(tensors)
     ]
-
-
-def encode_tensors(
-    tensors: Sequence[RequestInput | ResponseOutput], raw: bool, prefix: str
-) -> tuple[list[pb.InferTensorContents | None], list[bytes]]:
-    """Typed contents per tensor (``raw=False``), or ``None`` each and the raw entries; the
-    data as :func:`encode_arrays` takes them."""
-    arrays = encode_arrays(tensors, prefix)
-    if raw:
-        return [None] * len(arrays), [
-            raw_bytes(t.datatype, a) for t, a in zip(tensors, arrays, strict=True)
-        ]
-    return [_typed_contents(t.datatype, a) for t, a in zip(tensors, arrays, strict=True)], []
 
 
 def needs_raw(tensors: Iterable[RequestInput | ResponseOutput]) -> bool:

@@ -46,12 +46,9 @@ from .convert import (
     model_metadata_to_proto,
     model_name_of,
     model_ref,
-    request_from_proto,
     response_metadata,
-    response_to_proto,
     server_metadata_to_proto,
     statistics_to_proto,
-    uses_raw,
 )
 from .health import create_health
 from .status import UNEXPECTED, guard, status_for
@@ -266,16 +263,6 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         return statistics_to_proto(await self.server.model_statistics(name or None, version))
 
     # -- inference ---------------------------------------------------------------------------
-
-    async def model_infer(self, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        # The generated base's method, on generated messages, for code calling it directly;
-        # the RPC itself is _model_infer_rpc.
-        request = request_from_proto(message)
-        response = await self.server.infer(
-            message.model_name, request, message.model_version or None
-        )
-        response_metadata(response)
-        return response_to_proto(response, raw=uses_raw(message))
 
     async def _infer(
         self, message: _wire.ModelInferRequest, metadata: MultiDict[Any] | None
