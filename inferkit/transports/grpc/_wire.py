@@ -423,8 +423,9 @@ class ModelInferRequest:
 
 
 def request_of(message: ModelInferRequest) -> InferenceRequest:
-    """The core request of a read ``ModelInferRequest``, as ``convert.request_from_proto``
-    makes it of a generated one: tensors as numpy arrays, errors naming the field at fault."""
+    """The core request of a read ``ModelInferRequest``, as tests/grpc/proto_convert.py's
+    ``request_from_proto`` makes it of a generated one: tensors as numpy arrays, errors naming
+    the field at fault."""
     decoded = decode_tensors(
         message.inputs, message.raw_input_contents, "$.inputs", "raw_input_contents"
     )
@@ -597,8 +598,9 @@ def _parameters(key: bytes, params: Parameters | None) -> bytes:
 
 
 def write_infer_response(response: InferenceResponse, *, raw: bool = False) -> bytes:
-    """The serialized ``ModelInferResponse`` of a core response (see
-    ``convert.response_to_proto``, which builds the same message as a generated class)."""
+    """The serialized ``ModelInferResponse`` of a core response (tests compare it with
+    ``response_to_proto`` of tests/grpc/proto_convert.py, which builds it as a generated
+    class)."""
     outputs = response.outputs
     raw = raw or needs_raw(outputs)
     arrays = encode_arrays(outputs, "$.outputs")
