@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import proto_convert
 import pytest
 from grpclib.testing import ChannelFor
 from toymodels import FailingModel, HangingModel, named, sum_model
@@ -15,7 +16,7 @@ from toymodels import FailingModel, HangingModel, named, sum_model
 from inferkit import InferenceRequest, InferenceResponse, Server, errors
 from inferkit.events import InferenceFinished
 from inferkit.pipeline import Call, ClientGone
-from inferkit.transports.grpc import convert, create_grpc_service
+from inferkit.transports.grpc import create_grpc_service
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.transports.rest import create_rest_app
 from inferkit.types import RequestInput
@@ -68,7 +69,7 @@ def facts(record: InferenceFinished) -> tuple[Any, ...]:
 async def test_a_hook_sees_the_same_record_from_rest_and_grpc() -> None:
     async with both() as (_, hook, http, stub):
         assert (await http.post("/v2/models/sum/infer", json=BODY)).status_code == 200
-        await stub.model_infer(convert.request_to_proto(REQUEST, "sum"))
+        await stub.model_infer(proto_convert.request_to_proto(REQUEST, "sum"))
     (_, rest, rest_token), (_, grpc, grpc_token) = hook.seen
     assert facts(rest) == facts(grpc) == ("sum", "v1", True, "", True, 2, "r1", False, 1)
     assert (rest.transport, rest.route, rest.path, rest.status) == (
@@ -93,7 +94,7 @@ async def test_failures_have_the_same_code_and_their_transport_status(
     async with both(sum_model(), named(FailingModel, "boom")) as (_, hook, http, stub):
         await http.post(f"/v2/models/{model}/infer", json=BODY)
         with pytest.raises(Exception):  # noqa: B017 - the gRPC error; its status is checked below
-            await stub.model_infer(convert.request_to_proto(REQUEST, model))
+            await stub.model_infer(proto_convert.request_to_proto(REQUEST, model))
     records = [record for _, record, _ in hook.seen]
     assert [(r.model, r.code, r.found, r.ok) for r in records] == [(model, code, found, False)] * 2
     assert tuple(r.status for r in records) == statuses

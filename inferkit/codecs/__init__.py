@@ -33,7 +33,7 @@ from .registry import (
 from .selection import decode_input, decode_request, encode_output, encode_response
 from .signature import PredictFunc, SignatureCodec, decode_args
 from .strings import Base64Codec, DatetimeCodec, StringCodec, StringRequestCodec
-from .tensor import Tensor, check_tensor, decode_tensor, encode_raw, encode_tensor
+from .tensor import Tensor, check_tensor, decode_raw, decode_tensor, encode_raw, encode_tensor
 
 __all__ = [
     "BUILTIN_INPUT_CODECS",
@@ -62,6 +62,7 @@ __all__ = [
     "content_type_of",
     "decode_args",
     "decode_input",
+    "decode_raw",
     "decode_request",
     "decode_tensor",
     "default_codecs",

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UnsupportedDatatype
 
-__all__ = ["DATATYPES", "to_datatype", "to_dtype"]
+__all__ = ["DATATYPES", "RAW_DTYPES", "to_datatype", "to_dtype"]
 
 #: V2 datatype -> numpy dtype, in the order the spec lists them. The single source of truth.
 DATATYPES: MappingProxyType[str, np.dtype[Any]] = MappingProxyType(
@@ -34,6 +34,12 @@ DATATYPES: MappingProxyType[str, np.dtype[Any]] = MappingProxyType(
         "FP64": np.dtype(np.float64),
         "BYTES": np.dtype(object),
     }
+)
+
+#: V2 datatype -> numpy dtype of its raw bytes (the binary extension, gRPC raw contents): V2
+#: sends tensors little-endian, whatever the host. Derived from DATATYPES.
+RAW_DTYPES: MappingProxyType[str, np.dtype[Any]] = MappingProxyType(
+    {name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items()}
 )
 
 # The inverse is keyed by (kind, itemsize) rather than by dtype so that byte order does not matter

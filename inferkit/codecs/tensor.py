@@ -2,8 +2,10 @@
 
 A tensor's ``data`` arrives in one of four forms (see :mod:`inferkit.types`): a flat JSON list, a
 nested JSON list, a numpy array (built in process, e.g. by the gRPC transport), or raw
-little-endian ``bytes`` (gRPC ``raw_input_contents``). Raw ``BYTES`` tensors use Triton's framing:
-each element is a 4-byte little-endian length followed by that many bytes.
+little-endian ``bytes`` (the REST binary extension). Raw ``BYTES`` tensors use Triton's framing:
+each element is a 4-byte little-endian length followed by that many bytes. The raw form's rules
+are all here, for both transports: :func:`decode_raw` (gRPC ``raw_input_contents``; REST's
+binary inputs through :func:`decode_tensor`), :func:`encode_raw` and :func:`pack_bytes`.
 
 Numeric data is converted by numpy in C; only ``BYTES`` elements (and the error path, which looks
 for the first bad element to name it) are visited one by one in Python.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -24,15 +27,18 @@ import numpy as np
 
 from ..errors import InvalidRequest, InvalidShape, UnsupportedDatatype
 from ..types import Parameters, RequestInput, ResponseOutput
-from .datatypes import to_datatype, to_dtype
+from .datatypes import RAW_DTYPES, to_datatype, to_dtype
 
 __all__ = [
     "Tensor",
     "check_tensor",
+    "decode_raw",
     "decode_tensor",
+    "dtype_and_count",
     "encode_raw",
     "encode_tensor",
     "object_array",
+    "pack_bytes",
     "unpack_bytes",
 ]
 
@@ -51,22 +57,21 @@ def check_tensor(tensor: Tensor, where: str = "$") -> None:
     converted array is stored back into ``tensor.data`` and the work is not repeated.
     """
     datatype = tensor.datatype
-    _dtype_at(datatype, where)
-    count = _count(tensor.shape, where)
+    _, count = dtype_and_count(datatype, tensor.shape, where)
     data = tensor.data
     if type(data) is list:
         if not data or type(data[0]) is not list:
             if len(data) != count:
-                raise _count_error(count, tensor.shape, len(data), where)
+                raise _count_error(count, tensor.shape, len(data), f"{where}.data")
             return
     elif isinstance(data, np.ndarray):
         if data.size != count:
-            raise _count_error(count, tensor.shape, data.size, where)
+            raise _count_error(count, tensor.shape, data.size, f"{where}.data")
         if datatype == "BYTES" and data.dtype.kind not in "OSU":
             raise _not_bytes(data, where)
         return
     elif isinstance(data, _RAW) and datatype != "BYTES":
-        _check_raw_size(data, datatype, count, tensor.shape, where)
+        _check_raw_size(data, datatype, count, tensor.shape, f"{where}.data")
         return
     tensor.data = decode_tensor(tensor, where)
 
@@ -78,16 +83,15 @@ def decode_tensor(tensor: Tensor, where: str = "$") -> np.ndarray[Any, Any]:
     Raises :class:`UnsupportedDatatype`, :class:`InvalidShape` or :class:`InvalidRequest`.
     """
     datatype = tensor.datatype
-    dtype = _dtype_at(datatype, where)
     shape = tensor.shape
-    count = _count(shape, where)
+    dtype, count = dtype_and_count(datatype, shape, where)
     data = tensor.data
     if isinstance(data, list):
         array = _from_list(data, datatype, dtype, where)
     elif isinstance(data, np.ndarray):
         array = _from_array(data, datatype, dtype, where)
     elif isinstance(data, _RAW):
-        array = _from_raw(data, datatype, dtype, count, shape, where)
+        array = _from_raw(data, datatype, dtype, count, shape, f"{where}.data")
     elif data is None:
         array = np.empty(0, dtype)
     else:
@@ -96,8 +100,52 @@ def decode_tensor(tensor: Tensor, where: str = "$") -> np.ndarray[Any, Any]:
             where=f"{where}.data",
         )
     if array.size != count:
-        raise _count_error(count, shape, array.size, where)
+        raise _count_error(count, shape, array.size, f"{where}.data")
     return array.reshape(shape)
+
+
+def decode_raw(
+    data: bytes | bytearray | memoryview,
+    datatype: str,
+    shape: list[int],
+    where: str = "$",
+    data_where: str | None = None,
+) -> np.ndarray[Any, Any]:
+    """Raw tensor bytes (little-endian, row-major; BYTES framed) as an array of ``datatype``
+    shaped by ``shape``: numbers as a read-only view of ``data``, BYTES as an ``object`` array.
+
+    ``where`` locates the tensor (errors in its datatype and shape), ``data_where`` its bytes
+    (default ``{where}.data``; gRPC keeps them apart, in ``$.raw_input_contents[i]``). Raises
+    :class:`UnsupportedDatatype`, :class:`InvalidShape` or :class:`InvalidRequest`.
+    """
+    dtype, count = dtype_and_count(datatype, shape, where)
+    at = f"{where}.data" if data_where is None else data_where
+    array = _from_raw(data, datatype, dtype, count, shape, at)
+    if array.size != count:  # only BYTES: the size of numbers was checked against the shape
+        raise _count_error(count, shape, array.size, at)
+    return array.reshape(shape)
+
+
+def dtype_and_count(datatype: str, shape: list[int], where: str = "$") -> tuple[np.dtype[Any], int]:
+    """The numpy dtype of a tensor's datatype and the number of elements of its shape: the
+    checks every tensor passes first, whatever its data.
+
+    Raises :class:`UnsupportedDatatype` at ``{where}.datatype`` and :class:`InvalidShape` at
+    ``{where}.shape[i]`` (a dimension that is not an ``int`` >= 0).
+    """
+    # One function, no helpers: it runs for every tensor of every request.
+    try:
+        dtype = to_dtype(datatype)
+    except UnsupportedDatatype as err:
+        raise err.at(f"{where}.datatype") from None
+    for i, dim in enumerate(shape):
+        if type(dim) is int and dim >= 0:  # the common case, in one test (bool is not int)
+            continue
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 0:
+            raise InvalidShape(
+                f"Expected `int` >= 0, got `{show_value(dim)}`", where=f"{where}.shape[{i}]"
+            )
+    return dtype, math.prod(shape)
 
 
 def encode_tensor(name: str, array: Any, parameters: Parameters | None = None) -> ResponseOutput:
@@ -114,36 +162,36 @@ def encode_tensor(name: str, array: Any, parameters: Parameters | None = None) -
     )
 
 
-def encode_raw(array: Any) -> bytes:
-    """An array as raw little-endian bytes (gRPC ``raw_*_contents``); BYTES in Triton framing."""
+def encode_raw(array: Any, datatype: str | None = None) -> bytes:
+    """An array as raw tensor bytes (the binary extension, gRPC ``raw_*_contents``): its
+    elements little-endian, row-major; BYTES elements framed as :func:`pack_bytes` does.
+
+    ``datatype`` is the V2 datatype to write the elements as (they are cast to it); by default
+    the array's own.
+    """
     arr: np.ndarray[Any, Any] = np.asarray(array)
-    if to_datatype(arr.dtype) == "BYTES":
-        items = _bytes_items(arr.reshape(-1).tolist(), "$")
-        return b"".join([_PREFIX.pack(len(item)) + item for item in items])
-    return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    if datatype is None:
+        datatype = to_datatype(arr.dtype)
+    elif datatype not in RAW_DTYPES:
+        to_dtype(datatype)  # raises UnsupportedDatatype
+    if datatype == "BYTES":
+        return pack_bytes(_bytes_items(arr.reshape(-1).tolist(), "$"))
+    # tobytes walks the array in C order, so non-contiguous views come out row-major too.
+    return arr.astype(RAW_DTYPES[datatype], copy=False).tobytes()
 
 
-def _dtype_at(datatype: str, where: str) -> np.dtype[Any]:
-    """:func:`to_dtype`, with the error located at the tensor's ``datatype`` field."""
-    try:
-        return to_dtype(datatype)
-    except UnsupportedDatatype as err:
-        raise err.at(f"{where}.datatype") from None
+def pack_bytes(items: Iterable[bytes]) -> bytes:
+    """BYTES elements as raw data: each a 4-byte little-endian length, then the bytes (the
+    inverse of :func:`unpack_bytes`)."""
+    chunks: list[bytes] = []
+    for item in items:
+        chunks += (_PREFIX.pack(len(item)), item)  # the items are copied once, by join
+    return b"".join(chunks)
 
 
-def _count(shape: list[int], where: str) -> int:
-    for i, dim in enumerate(shape):
-        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 0:
-            raise InvalidShape(
-                f"Expected `int` >= 0, got `{show_value(dim)}`", where=f"{where}.shape[{i}]"
-            )
-    return math.prod(shape)
-
-
-def _count_error(count: int, shape: list[int], got: int, where: str) -> InvalidShape:
-    return InvalidShape(
-        f"Expected {count} elements for shape {list(shape)}, got {got}", where=f"{where}.data"
-    )
+def _count_error(count: int, shape: list[int], got: int, at: str) -> InvalidShape:
+    # ``at`` is the data's own location (``$.inputs[0].data``, ``$.raw_input_contents[0]``).
+    return InvalidShape(f"Expected {count} elements for shape {list(shape)}, got {got}", where=at)
 
 
 #: Flat lists at least this long are converted with ``np.fromiter``.
@@ -204,27 +252,32 @@ def _from_raw(
     dtype: np.dtype[Any],
     count: int,
     shape: list[int],
-    where: str,
+    at: str,
 ) -> np.ndarray[Any, Any]:
+    """The flat array of raw bytes; errors located ``at`` the data."""
     if datatype == "BYTES":
-        return object_array(unpack_bytes(bytes(data), f"{where}.data"))
-    _check_raw_size(data, datatype, count, shape, where)
+        return object_array(unpack_bytes(bytes(data), at))
+    _check_raw_size(data, datatype, count, shape, at)
     if datatype == "BOOL":
+        # Any non-zero byte is true; a numpy bool holding 2 would compare unequal to True.
         return np.frombuffer(data, np.uint8).astype(np.bool_)
-    # Zero-copy (and so read-only) view of the request body, converted only on big-endian hosts.
-    array = np.frombuffer(data, dtype.newbyteorder("<"))
+    # Zero-copy (and so read-only) view of the received message, converted only on big-endian
+    # hosts. On a 4 MB tensor a writable copy cost a fifth of the server's CPU time (the fresh
+    # pages fault in); MLServer gives read-only views as well (a model that updates an input in
+    # place copies it first).
+    array = np.frombuffer(data, RAW_DTYPES[datatype])
     return array if array.dtype.isnative else array.astype(dtype)
 
 
 def _check_raw_size(
-    data: bytes | bytearray | memoryview, datatype: str, count: int, shape: list[int], where: str
+    data: bytes | bytearray | memoryview, datatype: str, count: int, shape: list[int], at: str
 ) -> None:
     nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
-    expected = count * to_dtype(datatype).itemsize
+    expected = count * RAW_DTYPES[datatype].itemsize
     if nbytes != expected:
         raise InvalidShape(
             f"Expected {expected} bytes for shape {list(shape)} of `{datatype}`, got {nbytes}",
-            where=f"{where}.data",
+            where=at,
         )
 
 

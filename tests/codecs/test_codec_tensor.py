@@ -1,4 +1,5 @@
-"""decode_tensor / check_tensor / encode_tensor / encode_raw: tables of cases and exact errors."""
+"""decode_tensor / check_tensor / encode_tensor / encode_raw / decode_raw: tables of cases and
+exact errors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from inferkit.codecs import check_tensor, decode_tensor, encode_raw, encode_tensor, to_dtype
+from inferkit.codecs.datatypes import DATATYPES, RAW_DTYPES
+from inferkit.codecs.tensor import decode_raw, pack_bytes, unpack_bytes
 from inferkit.errors import InvalidRequest, InvalidShape, UnsupportedDatatype
 from inferkit.types import RequestInput, ResponseOutput, encode_json
 
@@ -170,6 +173,39 @@ def test_check_stores_the_converted_array(datatype: str, shape: list[int], data:
     assert decode_tensor(tensor).tolist() == expected.tolist()
 
 
+RAW = (bytes, bytearray, memoryview)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "expected"), [row for row in DECODES if isinstance(row[2], RAW)]
+)
+def test_decode_raw_is_decode_tensor_of_raw_bytes(
+    datatype: str, shape: list[int], data: bytes, expected: Any
+) -> None:
+    array = decode_raw(data, datatype, shape)
+    assert array.dtype == expected.dtype
+    assert array.tolist() == decode_tensor(inp(datatype, shape, data)).tolist()
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "error", "message"),
+    [row for row in ERRORS if isinstance(row[2], RAW)]
+    # The datatype and shape are checked before the data, whatever they are.
+    + [(d, s, b"", e, m) for d, s, _, e, m in ERRORS if e is UnsupportedDatatype or ".shape[" in m],
+)
+def test_decode_raw_errors_locate_the_data_apart(
+    datatype: str, shape: list[int], data: bytes, error: type[Exception], message: str
+) -> None:
+    # gRPC's raw contents are not in the tensor: errors in the bytes name where they are,
+    # errors in the datatype and shape still name the tensor.
+    with pytest.raises(error) as info:
+        decode_raw(data, datatype, shape, "$.inputs[1]")
+    assert str(info.value) == message
+    with pytest.raises(error) as info:
+        decode_raw(data, datatype, shape, "$.inputs[1]", "$.raw_input_contents[0]")
+    assert str(info.value) == message.replace("`$.inputs[1].data`", "`$.raw_input_contents[0]`")
+
+
 def test_raw_numeric_decode_is_zero_copy() -> None:
     data = struct.pack("<4i", 1, 2, 3, 4)
     array = decode_tensor(inp("INT32", [2, 2], data))
@@ -212,6 +248,27 @@ def test_encode_tensor(array: Any, datatype: str, shape: list[int], json: bytes)
 )
 def test_encode_raw(array: Any, raw: bytes) -> None:
     assert encode_raw(array) == raw
+
+
+def test_encode_raw_casts_to_the_datatype_asked_for() -> None:
+    assert encode_raw(np.array([1, 2], np.int64), "INT16") == b"\x01\x00\x02\x00"
+    assert encode_raw(np.array([1.0, 0.0]), "BOOL") == b"\x01\x00"
+    assert encode_raw(np.array(["ab"]), "BYTES") == raw_bytes(b"ab")
+    with pytest.raises(UnsupportedDatatype):
+        encode_raw(np.array([1]), "FP128")
+
+
+@pytest.mark.parametrize("items", [[], [b""], [b"ab", b"", b"\x00" * 300]])
+def test_pack_bytes_is_the_inverse_of_unpack_bytes(items: list[bytes]) -> None:
+    assert pack_bytes(items) == raw_bytes(*items)
+    assert unpack_bytes(pack_bytes(items), "$") == items
+
+
+def test_raw_dtypes_are_the_datatypes_little_endian() -> None:
+    assert RAW_DTYPES.keys() == DATATYPES.keys()
+    for name, dtype in RAW_DTYPES.items():
+        assert (dtype.kind, dtype.itemsize) == (DATATYPES[name].kind, DATATYPES[name].itemsize)
+        assert dtype.byteorder in "<|" or (dtype.byteorder == "=" and np.little_endian)
 
 
 @pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64", "INT8", "INT32", "UINT64"])

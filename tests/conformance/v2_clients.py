@@ -13,12 +13,13 @@ from typing import Any, NamedTuple, Protocol
 import httpx
 import msgspec
 import numpy as np
+import proto_convert
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError
 
 from inferkit import codecs
-from inferkit.transports.grpc import CODE_KEY, convert
+from inferkit.transports.grpc import CODE_KEY
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.types import (
     InferenceRequest,
@@ -236,7 +237,7 @@ class GrpcClient:
         reply, _ = await self._call(
             "ServerMetadata", pb.ServerMetadataRequest(), pb.ServerMetadataResponse
         )
-        return convert.server_metadata_from_proto(reply)
+        return proto_convert.server_metadata_from_proto(reply)
 
     async def model_ready(self, name: str, version: str | None = None) -> bool:
         message = pb.ModelReadyRequest(name=name, version=version or "")
@@ -246,7 +247,7 @@ class GrpcClient:
     async def model_metadata(self, name: str, version: str | None = None) -> MetadataModelResponse:
         message = pb.ModelMetadataRequest(name=name, version=version or "")
         reply, _ = await self._call("ModelMetadata", message, pb.ModelMetadataResponse)
-        return convert.model_metadata_from_proto(reply)
+        return proto_convert.model_metadata_from_proto(reply)
 
     async def infer(
         self,
@@ -258,16 +259,16 @@ class GrpcClient:
         tamper: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        message = convert.request_to_proto(request, name, version or "", raw=binary)
+        message = proto_convert.request_to_proto(request, name, version or "", raw=binary)
         for field, value in (tamper or {}).items():
             setattr(message.inputs[0], field, value)
         reply, trailers = await self._call("ModelInfer", message, pb.ModelInferResponse, headers)
-        return Reply(convert.response_from_proto(reply), trailers)
+        return Reply(proto_convert.response_from_proto(reply), trailers)
 
     async def index(self, ready: bool | None = None) -> list[RepositoryIndexResponseItem]:
         message = pb.RepositoryIndexRequest(ready=bool(ready))
         reply, _ = await self._call("RepositoryIndex", message, pb.RepositoryIndexResponse)
-        items = convert.index_from_proto(reply)
+        items = proto_convert.index_from_proto(reply)
         if ready is False:  # proto3 cannot ask for "not ready"; filter as REST does
             items = [item for item in items if item.state != "READY"]
         return items

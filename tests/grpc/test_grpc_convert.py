@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import proto_convert
 import pytest
 from samples import NUMERIC_DTYPES
 
@@ -71,21 +72,21 @@ def assert_tensor(data: Any, datatype: str, expected: Any) -> None:
     np.testing.assert_array_equal(data, expected)
 
 
-# The two readers of a ModelInferRequest: the generated class then convert (clients, tests,
-# embedders), and _wire (the service's ModelInfer). Both must give the same core request.
+# The two readers of a ModelInferRequest: the generated class then proto_convert (what a
+# client does), and _wire (the service's ModelInfer). Both must give the same core request.
 READERS = ["generated", "wire"]
 
 
 def read_request(wire: bytes, reader: str) -> InferenceRequest:
     if reader == "generated":
-        return convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+        return proto_convert.request_from_proto(pb.ModelInferRequest.parse(wire))
     return _wire.request_of(_wire.ModelInferRequest.FromString(wire))
 
 
 def write_response(response: InferenceResponse, raw: bool) -> bytes:
     """The response as the service writes it, checked against the generated class's bytes."""
     wire = _wire.write_infer_response(response, raw=raw)
-    assert wire == bytes(convert.response_to_proto(response, raw=raw))
+    assert wire == bytes(proto_convert.response_to_proto(response, raw=raw))
     return wire
 
 
@@ -112,7 +113,7 @@ def test_request_round_trip(
         outputs=[RequestOutput(name="y")],
     )
 
-    message = convert.request_to_proto(request, "model", "v1", raw=raw)
+    message = proto_convert.request_to_proto(request, "model", "v1", raw=raw)
 
     if raw or field is None:
         assert message.inputs[0].contents is None
@@ -127,7 +128,7 @@ def test_request_round_trip(
 
     parsed = pb.ModelInferRequest.parse(bytes(message))
     assert (parsed.model_name, parsed.model_version) == ("model", "v1")
-    assert convert.uses_raw(parsed) is (raw or field is None)
+    assert proto_convert.uses_raw(parsed) is (raw or field is None)
     read = _wire.ModelInferRequest.FromString(bytes(message))
     assert (read.model_name, read.model_version) == ("model", "v1")
     assert bool(read.raw_input_contents) is (raw or field is None)
@@ -152,10 +153,12 @@ def test_response_round_trip(
         outputs=[ResponseOutput(name="y", shape=[4], datatype=datatype, data=array)],
     )
 
-    message = convert.response_to_proto(response, raw=raw)
+    message = proto_convert.response_to_proto(response, raw=raw)
 
     assert bool(message.raw_output_contents) is (raw or field is None)
-    back = convert.response_from_proto(pb.ModelInferResponse.parse(write_response(response, raw)))
+    back = proto_convert.response_from_proto(
+        pb.ModelInferResponse.parse(write_response(response, raw))
+    )
     assert (back.model_name, back.model_version, back.id) == ("model", "v1", "r-1")
     (tensor,) = back.outputs
     assert (tensor.name, tensor.shape, tensor.datatype) == ("y", [4], datatype)
@@ -189,7 +192,9 @@ def test_response_data_forms(
         model_name="m",
         outputs=[ResponseOutput(name="y", shape=shape, datatype=datatype, data=data)],
     )
-    back = convert.response_from_proto(pb.ModelInferResponse.parse(write_response(response, raw)))
+    back = proto_convert.response_from_proto(
+        pb.ModelInferResponse.parse(write_response(response, raw))
+    )
     assert_tensor(
         back.outputs[0].data,
         datatype,
@@ -197,7 +202,7 @@ def test_response_data_forms(
     )
 
 
-WRITERS = [convert.response_to_proto, _wire.write_infer_response]
+WRITERS = [proto_convert.response_to_proto, _wire.write_infer_response]
 
 
 @pytest.mark.parametrize("write", WRITERS, ids=["generated", "wire"])
@@ -240,7 +245,7 @@ def test_typed_request_arrays_are_writable(reader: str) -> None:
     request = InferenceRequest(
         inputs=[RequestInput(name="x", shape=[4], datatype="FP32", data=np.arange(4.0))]
     )
-    data = read_request(bytes(convert.request_to_proto(request, "m")), reader).inputs[0].data
+    data = read_request(bytes(proto_convert.request_to_proto(request, "m")), reader).inputs[0].data
     data += 1  # new arrays, as the ones a model gets from JSON lists
     np.testing.assert_array_equal(data, [1, 2, 3, 4])
 
@@ -251,7 +256,7 @@ def test_raw_request_arrays_are_read_only_views(reader: str) -> None:
     request = InferenceRequest(
         inputs=[RequestInput(name="x", shape=[4], datatype="FP32", data=np.arange(4.0))]
     )
-    wire = bytes(convert.request_to_proto(request, "m", raw=True))
+    wire = bytes(proto_convert.request_to_proto(request, "m", raw=True))
     data = read_request(wire, reader).inputs[0].data
     assert not data.flags.writeable
     np.testing.assert_array_equal(data, [0, 1, 2, 3])
@@ -457,7 +462,7 @@ def test_parameters(value: Any, param: pb.InferParameter, back: Any) -> None:
     sent = convert.parameters_to_proto({"p": value})
     assert sent == {"p": param}
     wire = bytes(pb.ModelInferRequest(parameters=sent))
-    received = convert.parameters_from_proto(pb.ModelInferRequest.parse(wire).parameters)
+    received = proto_convert.parameters_from_proto(pb.ModelInferRequest.parse(wire).parameters)
     assert received == {"p": back}
     assert type(received["p"]) is type(back)
     read = _wire.ModelInferRequest.FromString(wire).parameters
@@ -471,8 +476,8 @@ def test_parameters(value: Any, param: pb.InferParameter, back: Any) -> None:
 def test_parameters_none_and_empty() -> None:
     assert convert.parameters_to_proto(None) == {}
     assert convert.parameters_to_proto({"gone": None}) == {}
-    assert convert.parameters_from_proto({}) is None
-    assert convert.parameters_from_proto({"unset": pb.InferParameter()}) == {"unset": None}
+    assert proto_convert.parameters_from_proto({}) is None
+    assert proto_convert.parameters_from_proto({"unset": pb.InferParameter()}) == {"unset": None}
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -483,7 +488,7 @@ def test_parameters_on_every_level(reader: str) -> None:
         inputs=[RequestInput(name="x", shape=[1], datatype="INT32", parameters=params, data=[1])],
         outputs=[RequestOutput(name="y", parameters=params)],
     )
-    wire = bytes(convert.request_to_proto(request, "m"))
+    wire = bytes(proto_convert.request_to_proto(request, "m"))
     back = read_request(wire, reader)
     assert back.parameters == params
     assert back.inputs[0].parameters == params
@@ -500,7 +505,7 @@ def test_server_metadata_round_trip() -> None:
     assert wire == pb.ServerMetadataResponse(
         name="inferkit", version="1.0", extensions=["model_repository"]
     )
-    assert convert.server_metadata_from_proto(wire) == meta
+    assert proto_convert.server_metadata_from_proto(wire) == meta
 
 
 MODEL_METADATA = [
@@ -523,7 +528,7 @@ MODEL_METADATA = [
 @pytest.mark.parametrize("meta", MODEL_METADATA, ids=lambda m: m.name)
 def test_model_metadata_round_trip(meta: MetadataModelResponse) -> None:
     wire = bytes(convert.model_metadata_to_proto(meta))
-    assert convert.model_metadata_from_proto(pb.ModelMetadataResponse.parse(wire)) == meta
+    assert proto_convert.model_metadata_from_proto(pb.ModelMetadataResponse.parse(wire)) == meta
 
 
 INDEX = [
@@ -538,15 +543,17 @@ def test_index_round_trip_on_both_services() -> None:
     assert isinstance(legacy, mr.RepositoryIndexResponse)
     # Same fields, same numbers: the two services' messages are the same bytes.
     assert bytes(inference) == bytes(legacy)
-    assert convert.index_from_proto(pb.RepositoryIndexResponse.parse(bytes(inference))) == INDEX
-    assert convert.index_from_proto(mr.RepositoryIndexResponse.parse(bytes(legacy))) == INDEX
+    assert (
+        proto_convert.index_from_proto(pb.RepositoryIndexResponse.parse(bytes(inference))) == INDEX
+    )
+    assert proto_convert.index_from_proto(mr.RepositoryIndexResponse.parse(bytes(legacy))) == INDEX
 
 
 def test_index_unknown_state_reads_as_unknown() -> None:
     message = pb.RepositoryIndexResponse(
         models=[pb.RepositoryIndexResponseModelIndex(name="a", state="WEIRD")]
     )
-    assert convert.index_from_proto(message)[0].state == "UNKNOWN"
+    assert proto_convert.index_from_proto(message)[0].state == "UNKNOWN"
 
 
 @pytest.mark.parametrize(("ready", "expected"), [(False, None), (True, True)])

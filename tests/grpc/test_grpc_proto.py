@@ -9,12 +9,12 @@ from typing import Any
 
 import betterproto2
 import numpy as np
+import proto_convert
 import pytest
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 from grpclib.testing import ChannelFor
 
-from inferkit.transports.grpc import convert
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.transports.grpc._generated.inference import model_repository as mr
 from inferkit.transports.grpc._generated.message_pool import default_message_pool
@@ -202,8 +202,8 @@ def test_tritonclient_request_parses() -> None:
     message = pb.ModelInferRequest.parse(request.SerializeToString())
 
     assert (message.model_name, message.model_version) == ("m", "3")
-    assert convert.uses_raw(message)
-    core = convert.request_from_proto(message)
+    assert proto_convert.uses_raw(message)
+    core = proto_convert.request_from_proto(message)
     assert core.id == "id-1"
     assert core.parameters == {"priority": 5, "custom": 1.5, "flag": True, "name": "n", "count": -2}
     assert [o.name for o in core.outputs or ()] == ["y"]
@@ -224,7 +224,7 @@ def test_tritonclient_reads_raw_response() -> None:
             for datatype, array in TRITON_ARRAYS
         ],
     )
-    wire = bytes(convert.response_to_proto(response, raw=True))
+    wire = bytes(proto_convert.response_to_proto(response, raw=True))
 
     result = grpcclient.InferResult(triton_pb2.ModelInferResponse.FromString(wire))
 
@@ -239,7 +239,9 @@ def test_tritonclient_reads_raw_response() -> None:
 
 def test_tritonclient_reads_stream_response() -> None:
     ok = pb.ModelStreamInferResponse(
-        infer_response=convert.response_to_proto(InferenceResponse(model_name="m", outputs=[]))
+        infer_response=proto_convert.response_to_proto(
+            InferenceResponse(model_name="m", outputs=[])
+        )
     )
     failed = pb.ModelStreamInferResponse(error_message="Model 'x' not found")
     assert (
@@ -290,7 +292,7 @@ class _Echo(pb.GrpcInferenceServiceBase):
         return pb.ServerLiveResponse(live=True)
 
     async def model_infer(self, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        request = convert.request_from_proto(message)
+        request = proto_convert.request_from_proto(message)
         response = InferenceResponse(
             model_name=message.model_name,
             outputs=[
@@ -298,7 +300,7 @@ class _Echo(pb.GrpcInferenceServiceBase):
                 for t in request.inputs
             ],
         )
-        return convert.response_to_proto(response, raw=convert.uses_raw(message))
+        return proto_convert.response_to_proto(response, raw=proto_convert.uses_raw(message))
 
     async def model_stream_infer(
         self, messages: AsyncIterator[pb.ModelInferRequest]

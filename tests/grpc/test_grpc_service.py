@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import proto_convert
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
@@ -44,7 +45,6 @@ from inferkit.transports.grpc import (
     CODE_KEY,
     STATUS,
     Readiness,
-    convert,
     create_grpc_service,
     create_health,
     grpc_service,
@@ -220,7 +220,7 @@ class BadShape(Model):
 
 async def test_a_model_answering_nonsense_is_a_generic_internal_error() -> None:
     async with serving(named(BadShape, "bad")) as (_, channel):
-        message = convert.request_to_proto(SUM, "bad")
+        message = proto_convert.request_to_proto(SUM, "bad")
         result = await call(channel, f"{V2}/ModelInfer", message, pb.ModelInferResponse)
     assert (result.status, result.message) == (Status.INTERNAL, "Internal server error")
 
@@ -231,7 +231,7 @@ async def test_a_model_answering_nonsense_is_a_generic_internal_error() -> None:
 @pytest.mark.parametrize("raw", [False, True])
 async def test_raw_requests_get_raw_responses(raw: bool) -> None:
     async with serving() as (_, channel):
-        message = convert.request_to_proto(SUM, "sum", raw=raw)
+        message = proto_convert.request_to_proto(SUM, "sum", raw=raw)
         result = await call(channel, f"{V2}/ModelInfer", message, pb.ModelInferResponse)
     reply = result.reply
     [output] = reply.outputs
@@ -253,7 +253,9 @@ class Unparseable:
 async def test_unparseable_requests_are_invalid_argument() -> None:
     async with serving() as (_, channel):
         result = await call(channel, f"{V2}/ModelInfer", Unparseable(), pb.ModelInferResponse)
-        stream = await call_stream(channel, [Unparseable(), convert.request_to_proto(SUM, "sum")])
+        stream = await call_stream(
+            channel, [Unparseable(), proto_convert.request_to_proto(SUM, "sum")]
+        )
     message = "Expected a `ModelInferRequest` message, got 3 bytes that do not parse"
     assert (result.status, result.message, result.trailers) == (
         Status.INVALID_ARGUMENT,
@@ -281,7 +283,7 @@ async def test_each_inference_logs_one_access_line(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.INFO, logger="inferkit.access"):
         async with serving() as (_, channel):
             for model in ("sum", "nope"):
-                message = convert.request_to_proto(request, model, "")
+                message = proto_convert.request_to_proto(request, model, "")
                 await call(channel, f"{V2}/ModelInfer", message, pb.ModelInferResponse)
     lines = [r for r in caplog.records if r.name == "inferkit.access"]
     assert [(r.method, r.path, r.status, r.request_id, r.model) for r in lines] == [  # type: ignore[attr-defined]
@@ -296,7 +298,7 @@ async def test_stream_answers_in_order_and_survives_errors() -> None:
             id=f"{model}-{value}",
             inputs=[RequestInput(name="x", shape=[1, 1], datatype="FP64", data=[value])],
         )
-        return convert.request_to_proto(req, model, raw=raw)
+        return proto_convert.request_to_proto(req, model, raw=raw)
 
     sent = [
         request("sum", 1),
@@ -315,20 +317,20 @@ async def test_stream_answers_in_order_and_survives_errors() -> None:
     ]
     first, last = got[0].infer_response, got[3].infer_response
     assert first is not None and last is not None
-    ok = [convert.response_from_proto(r) for r in (first, last)]
+    ok = [proto_convert.response_from_proto(r) for r in (first, last)]
     assert [(r.id, r.outputs[0].data.tolist()) for r in ok] == [("sum-1", [1.0]), ("sum-4", [4.0])]
     assert last.raw_output_contents  # raw in, raw out, per request
 
 
 async def test_stream_answers_an_oversize_message_and_goes_on() -> None:
-    big = convert.request_to_proto(
+    big = proto_convert.request_to_proto(
         InferenceRequest(
             inputs=[RequestInput(name="x", shape=[1, 64], datatype="FP64", data=[0.0] * 64)]
         ),
         "sum",
         raw=True,
     )
-    small = convert.request_to_proto(SUM, "sum")
+    small = proto_convert.request_to_proto(SUM, "sum")
     async with serving(grpc_max_message_length=200) as (_, channel):
         stub = pb.GrpcInferenceServiceStub(channel)
         got = [r async for r in stub.model_stream_infer([big, small])]
@@ -345,7 +347,7 @@ async def test_stream_answers_an_oversize_message_and_goes_on() -> None:
     ids=["grpc_max_message_length", "max_request_size"],
 )
 async def test_messages_over_the_limit_are_resource_exhausted(settings: dict[str, int]) -> None:
-    big = convert.request_to_proto(
+    big = proto_convert.request_to_proto(
         InferenceRequest(
             inputs=[RequestInput(name="x", shape=[1, 32], datatype="FP32", data=[1.0] * 32)]
         ),
@@ -355,7 +357,10 @@ async def test_messages_over_the_limit_are_resource_exhausted(settings: dict[str
     async with serving(**settings) as (_, channel):
         refused = await call(channel, f"{V2}/ModelInfer", big, pb.ModelInferResponse)
         small = await call(
-            channel, f"{V2}/ModelInfer", convert.request_to_proto(SUM, "sum"), pb.ModelInferResponse
+            channel,
+            f"{V2}/ModelInfer",
+            proto_convert.request_to_proto(SUM, "sum"),
+            pb.ModelInferResponse,
         )
     assert (refused.status, refused.message, refused.trailers) == (
         Status.RESOURCE_EXHAUSTED,
@@ -469,7 +474,7 @@ async def test_statistics() -> None:
     async with serving(sum_model(), sum_model("idle")) as (_, channel):
         stub = pb.GrpcInferenceServiceStub(channel)
         for _ in range(2):
-            await stub.model_infer(convert.request_to_proto(SUM, "sum"))
+            await stub.model_infer(proto_convert.request_to_proto(SUM, "sum"))
         one = await stub.model_statistics(pb.ModelStatisticsRequest(name="sum"))
         every = await stub.model_statistics(pb.ModelStatisticsRequest())
         meta = await stub.server_metadata(pb.ServerMetadataRequest())
@@ -497,14 +502,14 @@ def grpc_samples(server: Server) -> dict[tuple[str, tuple[str, ...]], Any]:
 
 
 async def test_request_metrics_count_each_call_by_method_and_status() -> None:
-    infer = convert.request_to_proto(SUM, "sum")
+    infer = proto_convert.request_to_proto(SUM, "sum")
     async with serving(sum_model(), named(FailingModel, "boom")) as (server, channel):
         stub = pb.GrpcInferenceServiceStub(channel)
         await stub.model_infer(infer)
         await stub.model_infer(infer)
         for model in ("nope", "boom"):
             with pytest.raises(GRPCError):
-                await stub.model_infer(convert.request_to_proto(SUM, model))
+                await stub.model_infer(proto_convert.request_to_proto(SUM, model))
         await stub.server_live(pb.ServerLiveRequest())
         await call(
             channel,
@@ -535,7 +540,10 @@ async def test_request_metrics_count_each_call_by_method_and_status() -> None:
 async def test_request_metrics_count_refused_messages() -> None:
     async with serving(grpc_max_message_length=10) as (server, channel):
         result = await call(
-            channel, f"{V2}/ModelInfer", convert.request_to_proto(SUM, "sum"), pb.ModelInferResponse
+            channel,
+            f"{V2}/ModelInfer",
+            proto_convert.request_to_proto(SUM, "sum"),
+            pb.ModelInferResponse,
         )
         samples = grpc_samples(server)
     assert result.status is Status.RESOURCE_EXHAUSTED

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import proto_convert
 from grpclib.testing import ChannelFor
 from toymodels import WordStream, named, sum_model, text_request
 
 from inferkit import InferenceRequest, Server
 from inferkit.events import InferenceFinished
-from inferkit.transports.grpc import convert, create_grpc_service
+from inferkit.transports.grpc import create_grpc_service
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.types import MetadataTensor, RequestInput
 
@@ -29,14 +30,14 @@ async def stub(*models: Any) -> AsyncIterator[tuple[Any, list[InferenceFinished]
 
 
 def text(model: str, value: str, id: str = "") -> pb.ModelInferRequest:
-    return convert.request_to_proto(text_request(value, id=id or None), model)
+    return proto_convert.request_to_proto(text_request(value, id=id or None), model)
 
 
 def number(model: str, value: float, id: str) -> pb.ModelInferRequest:
     request = InferenceRequest(
         id=id, inputs=[RequestInput(name="x", shape=[1, 1], datatype="FP64", data=[value])]
     )
-    return convert.request_to_proto(request, model)
+    return proto_convert.request_to_proto(request, model)
 
 
 def answers(replies: list[pb.ModelStreamInferResponse]) -> list[Any]:
@@ -46,7 +47,7 @@ def answers(replies: list[pb.ModelStreamInferResponse]) -> list[Any]:
             out.append(reply.error_message)
             continue
         assert reply.infer_response is not None
-        response = convert.response_from_proto(reply.infer_response)
+        response = proto_convert.response_from_proto(reply.infer_response)
         out.append((response.id, response.outputs[0].data.tolist()))
     return out
 

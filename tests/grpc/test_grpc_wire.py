@@ -12,15 +12,122 @@ import struct
 from typing import Any, Literal
 
 import numpy as np
+import proto_convert
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples import NUMERIC_DTYPES
 
 from inferkit.errors import InvalidRequest
-from inferkit.transports.grpc import _wire, convert
+from inferkit.transports.grpc import _wire
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
+
+# -- field numbers ------------------------------------------------------------------------------
+
+# _wire's names for the field numbers it reads and writes, message by message (the generated
+# classes are checked against proto/ and tritonclient in test_grpc_proto.py).
+FIELD_NUMBERS: list[tuple[Any, dict[str, int]]] = [
+    (
+        pb.ModelInferRequest,
+        {
+            "model_name": _wire.REQUEST_MODEL_NAME,
+            "model_version": _wire.REQUEST_MODEL_VERSION,
+            "id": _wire.REQUEST_ID,
+            "parameters": _wire.REQUEST_PARAMETERS,
+            "inputs": _wire.REQUEST_INPUTS,
+            "outputs": _wire.REQUEST_OUTPUTS,
+            "raw_input_contents": _wire.REQUEST_RAW_INPUT_CONTENTS,
+        },
+    ),
+    (
+        pb.ModelInferRequestInferInputTensor,
+        {
+            "name": _wire.INPUT_NAME,
+            "datatype": _wire.INPUT_DATATYPE,
+            "shape": _wire.INPUT_SHAPE,
+            "parameters": _wire.INPUT_PARAMETERS,
+            "contents": _wire.INPUT_CONTENTS,
+        },
+    ),
+    (
+        pb.ModelInferRequestInferRequestedOutputTensor,
+        {"name": _wire.REQUESTED_OUTPUT_NAME, "parameters": _wire.REQUESTED_OUTPUT_PARAMETERS},
+    ),
+    (
+        pb.ModelInferResponse,
+        {
+            "model_name": _wire.RESPONSE_MODEL_NAME,
+            "model_version": _wire.RESPONSE_MODEL_VERSION,
+            "id": _wire.RESPONSE_ID,
+            "parameters": _wire.RESPONSE_PARAMETERS,
+            "outputs": _wire.RESPONSE_OUTPUTS,
+            "raw_output_contents": _wire.RESPONSE_RAW_OUTPUT_CONTENTS,
+        },
+    ),
+    (
+        pb.ModelInferResponseInferOutputTensor,
+        {
+            "name": _wire.OUTPUT_NAME,
+            "datatype": _wire.OUTPUT_DATATYPE,
+            "shape": _wire.OUTPUT_SHAPE,
+            "parameters": _wire.OUTPUT_PARAMETERS,
+            "contents": _wire.OUTPUT_CONTENTS,
+        },
+    ),
+    (
+        pb.ModelStreamInferResponse,
+        {
+            "error_message": _wire.STREAM_ERROR_MESSAGE,
+            "infer_response": _wire.STREAM_INFER_RESPONSE,
+        },
+    ),
+    (
+        pb.InferParameter,
+        {
+            "bool_param": _wire.PARAMETER_BOOL,
+            "int64_param": _wire.PARAMETER_INT64,
+            "string_param": _wire.PARAMETER_STRING,
+            "double_param": _wire.PARAMETER_DOUBLE,
+            "uint64_param": _wire.PARAMETER_UINT64,
+        },
+    ),
+    (
+        pb.InferTensorContents,
+        {
+            "bool_contents": _wire.CONTENTS_BOOL,
+            "int_contents": _wire.CONTENTS_INT,
+            "int64_contents": _wire.CONTENTS_INT64,
+            "uint_contents": _wire.CONTENTS_UINT,
+            "uint64_contents": _wire.CONTENTS_UINT64,
+            "fp32_contents": _wire.CONTENTS_FP32,
+            "fp64_contents": _wire.CONTENTS_FP64,
+            "bytes_contents": _wire.CONTENTS_BYTES,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "numbers"), FIELD_NUMBERS, ids=lambda x: getattr(x, "__name__", "")
+)
+def test_field_numbers_are_the_generated_classes(cls: Any, numbers: dict[str, int]) -> None:
+    meta = cls._betterproto.meta_by_field_name
+    assert numbers == {name: m.number for name, m in meta.items()}
+
+
+def test_contents_table_names_the_fields_by_their_numbers() -> None:
+    numbers = dict(FIELD_NUMBERS)[pb.InferTensorContents]
+    assert {name: n for n, (name, _, _) in _wire._CONTENTS.items()} == numbers
+
+
+def test_map_entries_are_key_1_value_2() -> None:
+    # protobuf's map encoding, which no generated class spells out.
+    entry = bytes(pb.ModelInferRequest(parameters={"k": pb.InferParameter(bool_param=True)}))
+    key = field(_wire.MAP_KEY, 2, b"k")
+    value = field(_wire.MAP_VALUE, 2, field(_wire.PARAMETER_BOOL, 0, b"\x01"))
+    assert entry == field(_wire.REQUEST_PARAMETERS, 2, key + value)
+
 
 # -- hand-made protobuf -------------------------------------------------------------------------
 
@@ -48,7 +155,7 @@ def text(number: int, value: str) -> bytes:
 
 def both(wire: bytes) -> tuple[InferenceRequest, InferenceRequest]:
     """The core request of ``wire`` by the generated class and by ``_wire``."""
-    generated = convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+    generated = proto_convert.request_from_proto(pb.ModelInferRequest.parse(wire))
     return generated, _wire.request_of(_wire.ModelInferRequest.FromString(wire))
 
 
@@ -169,14 +276,14 @@ def test_large_integer_tensors(datatype: str, raw: bool) -> None:
     request = InferenceRequest(
         inputs=[RequestInput(name="x", shape=[3, 100], datatype=datatype, data=values)]
     )
-    generated, read = both(bytes(convert.request_to_proto(request, "m", raw=raw)))
+    generated, read = both(bytes(proto_convert.request_to_proto(request, "m", raw=raw)))
     assert_same(generated, read)
     response = InferenceResponse(
         model_name="m",
         outputs=[ResponseOutput(name="y", shape=[300], datatype=datatype, data=values)],
     )
     wire = _wire.write_infer_response(response, raw=raw)
-    assert wire == bytes(convert.response_to_proto(response, raw=raw))
+    assert wire == bytes(proto_convert.response_to_proto(response, raw=raw))
 
 
 def test_out_of_range_values_of_a_large_tensor_name_the_first() -> None:
@@ -184,7 +291,7 @@ def test_out_of_range_values_of_a_large_tensor_name_the_first() -> None:
     wire = tensor_with("INT8", [202], field(2, 2, b"".join(varint(v) for v in values)))
     expected = "Expected `INT8` values, got `128` - at `$.inputs[0].contents.int_contents[128]`"
     with pytest.raises(InvalidRequest) as generated:
-        convert.request_from_proto(pb.ModelInferRequest.parse(wire))
+        proto_convert.request_from_proto(pb.ModelInferRequest.parse(wire))
     with pytest.raises(InvalidRequest) as read:
         _wire.request_of(_wire.ModelInferRequest.FromString(wire))
     assert str(generated.value) == str(read.value) == expected
@@ -193,7 +300,7 @@ def test_out_of_range_values_of_a_large_tensor_name_the_first() -> None:
 # -- malformed bytes ----------------------------------------------------------------------------
 
 GOOD = bytes(
-    convert.request_to_proto(
+    proto_convert.request_to_proto(
         InferenceRequest(
             id="r",
             parameters={"a": 1.5},
@@ -301,7 +408,7 @@ def test_random_messages(
         for i, (d, s, x, p) in enumerate(specs)
     ]
     request = InferenceRequest(id=request_id or None, parameters=parameters or None, inputs=inputs)
-    generated, read = both(bytes(convert.request_to_proto(request, "m", raw=raw)))
+    generated, read = both(bytes(proto_convert.request_to_proto(request, "m", raw=raw)))
     assert_same(generated, read)
 
     outputs = [
@@ -314,7 +421,7 @@ def test_random_messages(
         model_name="m", id=request_id or None, parameters=parameters or None, outputs=outputs
     )
     assert _wire.write_infer_response(response, raw=raw) == bytes(
-        convert.response_to_proto(response, raw=raw)
+        proto_convert.response_to_proto(response, raw=raw)
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import proto_convert
 import pytest
 from grpclib.testing import ChannelFor
 from opentelemetry import trace
@@ -28,7 +29,7 @@ from toymodels import FailingModel, named, sum_model
 
 from inferkit import InferenceRequest, InferenceResponse, Model, RequestInput, Server, Settings
 from inferkit.codecs import encode_tensor
-from inferkit.transports.grpc import convert, create_grpc_service
+from inferkit.transports.grpc import create_grpc_service
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.transports.rest import create_rest_app
 from inferkit.transports.tracing import INSTALL_HINT, InferenceTracer, tracer_for
@@ -109,7 +110,7 @@ def traceparent_of(span: ReadableSpan) -> str:
 
 def seen_over_grpc(reply: pb.ModelInferResponse) -> tuple[list[str], bool]:
     """What the Recorder answered: the trace headers it saw, and whether a span was current."""
-    seen, current = convert.response_from_proto(reply).outputs
+    seen, current = proto_convert.response_from_proto(reply).outputs
     return [v.decode() for v in seen.data.tolist()], bool(current.data.tolist()[0])
 
 
@@ -123,7 +124,7 @@ def request(model: str, request_id: str = "r1", version: str = "") -> pb.ModelIn
         id=request_id,
         inputs=[RequestInput(name="x", shape=[1, 1], datatype="FP64", data=[1.0])],
     )
-    return convert.request_to_proto(req, model, version or None)
+    return proto_convert.request_to_proto(req, model, version or None)
 
 
 # -- REST ---------------------------------------------------------------------------------------

@@ -1,32 +1,35 @@
 """V2 tensors on the wire: typed ``InferTensorContents`` and raw bytes, to numpy and back.
 
 Typed elements sit in the ``InferTensorContents`` field of the datatype's family
-(``int_contents`` for INT8/16/32, ...). Raw contents hold each tensor's flattened, row-major,
-little-endian bytes, one entry per tensor in order; a BYTES element is a 4-byte little-endian
-length followed by its bytes. FP16 has no typed field and travels raw only.
+(``int_contents`` for INT8/16/32, ...); that table and its reading and writing are gRPC's own,
+and live here. Raw contents hold each tensor's flattened, row-major, little-endian bytes, one
+entry per tensor in order; a BYTES element is a 4-byte little-endian length followed by its
+bytes. FP16 has no typed field and travels raw only.
 
-Raw bytes become arrays through ``np.frombuffer``: read-only views of the received message, as
-the REST binary extension's raw data are (both through :mod:`inferkit.codecs` rules; a model
-that updates an input in place copies it first). Typed elements become new, writable arrays, as
-JSON lists do. Arrays become bytes through ``tobytes()``; only BYTES elements are visited one by
-one in Python, with the codecs' helpers for the raw framing.
+Raw bytes follow the codecs' rules, the ones the REST binary extension uses too
+(:func:`inferkit.codecs.tensor.decode_raw`, ``encode_raw``, ``pack_bytes``): they become
+read-only views of the received message, through ``np.frombuffer``. Typed elements become new,
+writable arrays, as JSON lists do. Arrays become bytes through ``tobytes()``; only BYTES
+elements are visited one by one in Python.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Sequence
-from math import prod
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from inferkit.codecs.datatypes import DATATYPES, to_dtype
-from inferkit.codecs.tensor import object_array, unpack_bytes
-from inferkit.errors import InvalidRequest, InvalidShape, UnsupportedDatatype
+from inferkit.codecs.datatypes import DATATYPES, RAW_DTYPES
+from inferkit.codecs.tensor import (
+    decode_raw,
+    dtype_and_count,
+    encode_raw,
+    object_array,
+    pack_bytes,
+)
+from inferkit.errors import InvalidRequest, InvalidShape
 from inferkit.types import RequestInput, ResponseOutput
-
-from ._generated import inference as pb
 
 __all__ = [
     "TYPED_FIELDS",
@@ -34,17 +37,11 @@ __all__ = [
     "bytes_items",
     "decode_tensors",
     "encode_arrays",
-    "encode_tensors",
     "needs_raw",
     "raw_bytes",
 ]
 
 # -- datatypes ----------------------------------------------------------------------------------
-
-# V2 datatype -> numpy dtype as on the wire: codecs' one table, made explicitly little-endian.
-_DTYPES: dict[str, np.dtype[Any]] = {
-    name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items()
-}
 
 #: V2 datatype -> the InferTensorContents field holding its typed elements. FP16 has none: the
 #: spec sends 16-bit floats raw only.
@@ -63,25 +60,6 @@ TYPED_FIELDS: dict[str, str] = {
     "BYTES": "bytes_contents",
 }
 _ALL_FIELDS = tuple(dict.fromkeys(TYPED_FIELDS.values()))
-
-# Length prefix of one BYTES element in raw contents.
-_LENGTH = struct.Struct("<I")
-
-
-def _dtype(datatype: str, where: str) -> np.dtype[Any]:
-    try:
-        to_dtype(datatype)
-    except UnsupportedDatatype as err:
-        raise err.at(f"{where}.datatype") from None
-    return _DTYPES[datatype]
-
-
-def _size(shape: Sequence[int], where: str) -> int:
-    for i, dim in enumerate(shape):
-        if dim < 0:
-            raise InvalidShape(f"Expected `int` >= 0, got `{dim}`", where=f"{where}.shape[{i}]")
-    return prod(shape)
-
 
 # -- tensors: wire -> numpy ---------------------------------------------------------------------
 
@@ -129,8 +107,7 @@ def _given(contents: Contents | None) -> list[str]:
 
 def _from_contents(tensor: WireTensor, where: str) -> np.ndarray[Any, Any]:
     datatype = tensor.datatype
-    dtype = _dtype(datatype, where)
-    n = _size(tensor.shape, where)
+    dtype, n = dtype_and_count(datatype, tensor.shape, where)
     contents = tensor.contents
     given = _given(contents)
     field = TYPED_FIELDS.get(datatype)
@@ -184,34 +161,6 @@ def _narrowed(
     return values.astype(dtype)
 
 
-def _from_raw(
-    tensor: WireTensor, raw: bytes | memoryview, where: str, raw_where: str
-) -> np.ndarray[Any, Any]:
-    dtype = _dtype(tensor.datatype, where)
-    n = _size(tensor.shape, where)
-    if tensor.datatype == "BYTES":
-        items = unpack_bytes(bytes(raw), raw_where)
-        if len(items) != n:
-            raise InvalidShape(
-                f"Expected {n} elements for shape {tensor.shape}, got {len(items)}",
-                where=raw_where,
-            )
-        return object_array(items).reshape(tensor.shape)
-    if len(raw) != n * dtype.itemsize:
-        raise InvalidShape(
-            f"Expected {n * dtype.itemsize} bytes for shape {tensor.shape} of "
-            f"`{tensor.datatype}`, got {len(raw)}",
-            where=raw_where,
-        )
-    if tensor.datatype == "BOOL":
-        # Any non-zero byte is true; a numpy bool holding 2 would compare unequal to True.
-        return np.not_equal(np.frombuffer(raw, dtype=np.uint8), 0).reshape(tensor.shape)
-    # No copy: on a 4 MB tensor a writable copy cost a fifth of the server's CPU time (the
-    # fresh pages fault in); REST's raw path and MLServer give read-only views as well.
-    array = np.frombuffer(raw, dtype=dtype).reshape(tensor.shape)
-    return array if array.dtype.isnative else array.astype(DATATYPES[tensor.datatype])
-
-
 _Tensor = TypeVar("_Tensor", bound=WireTensor)
 
 
@@ -235,7 +184,9 @@ def decode_tensors(
                     f"Expected a {raw_name} entry for '{tensor.name}', got {len(raw)} entries",
                     where=f"$.{raw_name}",
                 )
-            data = _from_raw(tensor, raw[used], where, f"$.{raw_name}[{used}]")
+            data = decode_raw(
+                raw[used], tensor.datatype, tensor.shape, where, f"$.{raw_name}[{used}]"
+            )
             used += 1
         else:
             data = _from_contents(tensor, where)
@@ -252,9 +203,9 @@ def decode_tensors(
 
 
 def _to_array(
-    name: str, datatype: str, shape: Sequence[int], data: Any, where: str
+    name: str, datatype: str, shape: list[int], data: Any, where: str
 ) -> np.ndarray[Any, Any]:
-    dtype = _dtype(datatype, where)
+    dtype, n = dtype_and_count(datatype, shape, where)
     if data is None:
         data = []
     if datatype == "BYTES":
@@ -264,10 +215,9 @@ def _to_array(
         else:
             array = np.asarray(data, dtype=object).reshape(-1)
     elif isinstance(data, (bytes, bytearray, memoryview)):
-        array = np.frombuffer(data, dtype=dtype)  # raw little-endian bytes, held in process
+        array = np.frombuffer(data, dtype=RAW_DTYPES[datatype])  # raw bytes, held in process
     else:
         array = np.asarray(data, dtype=dtype)
-    n = _size(shape, where)
     if array.size != n:
         # The model's answer does not fit its own shape: a server-side bug, reported as such.
         raise ValueError(
@@ -294,20 +244,10 @@ def bytes_items(array: np.ndarray[Any, Any]) -> list[bytes]:
 def raw_bytes(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
     """An array (from :func:`encode_arrays`) as one raw contents entry."""
     if datatype == "BYTES":
-        chunks: list[bytes] = []
-        for data in bytes_items(array):
-            chunks += (_LENGTH.pack(len(data)), data)
-        return b"".join(chunks)
-    # tobytes walks the array in C order, so non-contiguous views come out row-major too.
-    return array.astype(_DTYPES[datatype], copy=False).tobytes()
-
-
-def _typed_contents(datatype: str, array: np.ndarray[Any, Any]) -> pb.InferTensorContents:
-    if datatype == "BYTES":
-        flat: list[Any] = bytes_items(array)
-    else:
-        flat = array.reshape(-1).tolist()  # numpy's C loop builds the Python values
-    return pb.InferTensorContents(**{TYPED_FIELDS[datatype]: flat})
+        # bytes_items, not the codecs' reading of a client's elements: an element that is not
+        # bytes here is the model's fault (TypeError, a server error), not an invalid request.
+        return pack_bytes(bytes_items(array))
+    return encode_raw(array, datatype)
 
 
 def encode_arrays(
@@ -325,19 +265,6 @@ def encode_arrays(
     ]
 
 
-def encode_tensors(
-    tensors: Sequence[RequestInput | ResponseOutput], raw: bool, prefix: str
-) -> tuple[list[pb.InferTensorContents | None], list[bytes]]:
-    """Typed contents per tensor (``raw=False``), or ``None`` each and the raw entries; the
-    data as :func:`encode_arrays` takes them."""
-    arrays = encode_arrays(tensors, prefix)
-    if raw:
-        return [None] * len(arrays), [
-            raw_bytes(t.datatype, a) for t, a in zip(tensors, arrays, strict=True)
-        ]
-    return [_typed_contents(t.datatype, a) for t, a in zip(tensors, arrays, strict=True)], []
-
-
 def needs_raw(tensors: Iterable[RequestInput | ResponseOutput]) -> bool:
     """Whether a tensor has no typed field (FP16), so the whole message must go raw."""
-    return any(t.datatype in _DTYPES and t.datatype not in TYPED_FIELDS for t in tensors)
+    return any(t.datatype in DATATYPES and t.datatype not in TYPED_FIELDS for t in tensors)

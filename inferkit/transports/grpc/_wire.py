@@ -58,10 +58,80 @@ __all__ = [
     "write_stream_response",
 ]
 
+# A field's tag is its number shifted past the 3 bits of its wire type.
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+_TYPE_BITS = 3
+_TYPE_MASK = (1 << _TYPE_BITS) - 1
 _U64 = (1 << 64) - 1
 _DOUBLE = struct.Struct("<d")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+# -- field numbers ------------------------------------------------------------------------------
+
+# As numbered in proto/dataplane.proto (tests/grpc/test_grpc_wire.py checks them against the
+# generated classes). Module constants, not class attributes: the readers compare each field's
+# number against them, and a global is one lookup where an attribute is two.
+
+# ModelInferRequest
+REQUEST_MODEL_NAME = 1
+REQUEST_MODEL_VERSION = 2
+REQUEST_ID = 3
+REQUEST_PARAMETERS = 4
+REQUEST_INPUTS = 5
+REQUEST_OUTPUTS = 6
+REQUEST_RAW_INPUT_CONTENTS = 7
+
+# ModelInferRequest.InferInputTensor
+INPUT_NAME = 1
+INPUT_DATATYPE = 2
+INPUT_SHAPE = 3
+INPUT_PARAMETERS = 4
+INPUT_CONTENTS = 5
+
+# ModelInferRequest.InferRequestedOutputTensor
+REQUESTED_OUTPUT_NAME = 1
+REQUESTED_OUTPUT_PARAMETERS = 2
+
+# ModelInferResponse
+RESPONSE_MODEL_NAME = 1
+RESPONSE_MODEL_VERSION = 2
+RESPONSE_ID = 3
+RESPONSE_PARAMETERS = 4
+RESPONSE_OUTPUTS = 5
+RESPONSE_RAW_OUTPUT_CONTENTS = 6
+
+# ModelInferResponse.InferOutputTensor
+OUTPUT_NAME = 1
+OUTPUT_DATATYPE = 2
+OUTPUT_SHAPE = 3
+OUTPUT_PARAMETERS = 4
+OUTPUT_CONTENTS = 5
+
+# ModelStreamInferResponse
+STREAM_ERROR_MESSAGE = 1
+STREAM_INFER_RESPONSE = 2
+
+# InferParameter (a oneof)
+PARAMETER_BOOL = 1
+PARAMETER_INT64 = 2
+PARAMETER_STRING = 3
+PARAMETER_DOUBLE = 4
+PARAMETER_UINT64 = 5
+
+# InferTensorContents
+CONTENTS_BOOL = 1
+CONTENTS_INT = 2
+CONTENTS_INT64 = 3
+CONTENTS_UINT = 4
+CONTENTS_UINT64 = 5
+CONTENTS_FP32 = 6
+CONTENTS_FP64 = 7
+CONTENTS_BYTES = 8
+
+# An entry of a map<string, InferParameter>: protobuf writes a map as a repeated message of
+# key = 1 and value = 2 (https://protobuf.dev/programming-guides/encoding/#maps).
+MAP_KEY = 1
+MAP_VALUE = 2
 
 # -- reading ------------------------------------------------------------------------------------
 
@@ -96,25 +166,25 @@ def _fields(data: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
             pos += 1
         else:
             tag, pos = _varint(data, pos)
-        wire_type = tag & 7
+        wire_type = tag & _TYPE_MASK
         if wire_type == _LEN:
             size = data[pos]
             if size < 0x80:
                 pos += 1
             else:
                 size, pos = _varint(data, pos)
-            fields.append((tag >> 3, _LEN, pos, pos + size))
+            fields.append((tag >> _TYPE_BITS, _LEN, pos, pos + size))
             pos += size
         elif wire_type == _VARINT:
             value, pos = _varint(data, pos)
-            fields.append((tag >> 3, _VARINT, value, -1))
+            fields.append((tag >> _TYPE_BITS, _VARINT, value, -1))
         elif wire_type == _FIXED64 or wire_type == _FIXED32:
             size = 8 if wire_type == _FIXED64 else 4
-            fields.append((tag >> 3, wire_type, pos, pos + size))
+            fields.append((tag >> _TYPE_BITS, wire_type, pos, pos + size))
             pos += size
         else:  # groups (3, 4) are deprecated and unused by these messages; 6, 7 do not exist
             raise ValueError(f"unsupported wire type {wire_type}")
-        if tag < 8:
+        if tag >> _TYPE_BITS == 0:
             raise ValueError("field number 0")
     if pos != end:
         raise ValueError("a field runs past the end of its message")
@@ -162,15 +232,16 @@ _FROM_U64: dict[str, Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]] = {
 }
 
 # InferTensorContents field number -> (attribute, wire type of one element, dtype if fixed).
+# (protobuf's float and double are little-endian IEEE 754, whatever the host.)
 _CONTENTS: dict[int, tuple[str, int, str]] = {
-    1: ("bool_contents", _VARINT, ""),
-    2: ("int_contents", _VARINT, ""),
-    3: ("int64_contents", _VARINT, ""),
-    4: ("uint_contents", _VARINT, ""),
-    5: ("uint64_contents", _VARINT, ""),
-    6: ("fp32_contents", _FIXED32, "<f4"),
-    7: ("fp64_contents", _FIXED64, "<f8"),
-    8: ("bytes_contents", _LEN, ""),
+    CONTENTS_BOOL: ("bool_contents", _VARINT, ""),
+    CONTENTS_INT: ("int_contents", _VARINT, ""),
+    CONTENTS_INT64: ("int64_contents", _VARINT, ""),
+    CONTENTS_UINT: ("uint_contents", _VARINT, ""),
+    CONTENTS_UINT64: ("uint64_contents", _VARINT, ""),
+    CONTENTS_FP32: ("fp32_contents", _FIXED32, "<f4"),
+    CONTENTS_FP64: ("fp64_contents", _FIXED64, "<f8"),
+    CONTENTS_BYTES: ("bytes_contents", _LEN, ""),
 }
 
 
@@ -227,25 +298,25 @@ def _read_parameter(data: bytes, pos: int, end: int) -> Any:
     # with the generated class.
     found: dict[int, Any] = {}
     for number, wire_type, start, stop in _fields(data, pos, end):
-        if number == 1 and wire_type == _VARINT:
-            found[1] = start != 0
-        elif number == 2 and wire_type == _VARINT:
-            found[2] = _signed(start)
-        elif number == 3 and wire_type == _LEN:
-            found[3] = _string(data, start, stop)
-        elif number == 4 and wire_type == _FIXED64:
-            (found[4],) = _DOUBLE.unpack_from(data, start)
-        elif number == 5 and wire_type == _VARINT:
-            found[5] = start
+        if number == PARAMETER_BOOL and wire_type == _VARINT:
+            found[number] = start != 0
+        elif number == PARAMETER_INT64 and wire_type == _VARINT:
+            found[number] = _signed(start)
+        elif number == PARAMETER_STRING and wire_type == _LEN:
+            found[number] = _string(data, start, stop)
+        elif number == PARAMETER_DOUBLE and wire_type == _FIXED64:
+            (found[number],) = _DOUBLE.unpack_from(data, start)
+        elif number == PARAMETER_UINT64 and wire_type == _VARINT:
+            found[number] = start
     return found[min(found)] if found else None
 
 
 def _map_entry(data: bytes, pos: int, end: int, into: dict[str, Any]) -> None:
     key, value = "", None
     for number, wire_type, start, stop in _fields(data, pos, end):
-        if number == 1 and wire_type == _LEN:
+        if number == MAP_KEY and wire_type == _LEN:
             key = _string(data, start, stop)
-        elif number == 2 and wire_type == _LEN:
+        elif number == MAP_VALUE and wire_type == _LEN:
             value = _read_parameter(data, start, stop)
     into[key] = value
 
@@ -267,17 +338,17 @@ class InputTensor:
         tensor = cls()
         for number, wire_type, start, stop in _fields(data, pos, end):
             if wire_type != _LEN:
-                if number == 3 and wire_type == _VARINT:  # a shape not packed
+                if number == INPUT_SHAPE and wire_type == _VARINT:  # a shape not packed
                     tensor.shape.append(_signed(start))
-            elif number == 1:
+            elif number == INPUT_NAME:
                 tensor.name = _string(data, start, stop)
-            elif number == 2:
+            elif number == INPUT_DATATYPE:
                 tensor.datatype = _string(data, start, stop)
-            elif number == 3:
+            elif number == INPUT_SHAPE:
                 tensor.shape += _packed_ints(data, start, stop)
-            elif number == 4:
+            elif number == INPUT_PARAMETERS:
                 _map_entry(data, start, stop, tensor.parameters)
-            elif number == 5:
+            elif number == INPUT_CONTENTS:
                 tensor.contents = TensorContents.read(data, view, start, stop)
         return tensor
 
@@ -296,9 +367,9 @@ def _output(data: bytes, pos: int, end: int) -> RequestOutput:
     name = ""
     parameters: dict[str, Any] = {}
     for number, wire_type, start, stop in _fields(data, pos, end):
-        if number == 1 and wire_type == _LEN:
+        if number == REQUESTED_OUTPUT_NAME and wire_type == _LEN:
             name = _string(data, start, stop)
-        elif number == 2 and wire_type == _LEN:
+        elif number == REQUESTED_OUTPUT_PARAMETERS and wire_type == _LEN:
             _map_entry(data, start, stop, parameters)
     return RequestOutput(name=name, parameters=parameters or None)
 
@@ -333,26 +404,28 @@ class ModelInferRequest:
         for number, wire_type, start, stop in _fields(data, 0, len(data)):
             if wire_type != _LEN:
                 continue
-            if number == 5:
+            # The repeated fields first: a request has more tensors than names.
+            if number == REQUEST_INPUTS:
                 message.inputs.append(InputTensor.read(data, view, start, stop))
-            elif number == 7:
+            elif number == REQUEST_RAW_INPUT_CONTENTS:
                 message.raw_input_contents.append(view[start:stop])
-            elif number == 1:
+            elif number == REQUEST_MODEL_NAME:
                 message.model_name = _string(data, start, stop)
-            elif number == 2:
+            elif number == REQUEST_MODEL_VERSION:
                 message.model_version = _string(data, start, stop)
-            elif number == 3:
+            elif number == REQUEST_ID:
                 message.id = _string(data, start, stop)
-            elif number == 4:
+            elif number == REQUEST_PARAMETERS:
                 _map_entry(data, start, stop, message.parameters)
-            elif number == 6:
+            elif number == REQUEST_OUTPUTS:
                 message.outputs.append(_output(data, start, stop))
         return message
 
 
 def request_of(message: ModelInferRequest) -> InferenceRequest:
-    """The core request of a read ``ModelInferRequest``, as ``convert.request_from_proto``
-    makes it of a generated one: tensors as numpy arrays, errors naming the field at fault."""
+    """The core request of a read ``ModelInferRequest``, as tests/grpc/proto_convert.py's
+    ``request_from_proto`` makes it of a generated one: tensors as numpy arrays, errors naming
+    the field at fault."""
     decoded = decode_tensors(
         message.inputs, message.raw_input_contents, "$.inputs", "raw_input_contents"
     )
@@ -436,24 +509,54 @@ def _packed_varints(values: np.ndarray[Any, Any]) -> bytes:
 
 
 def _key(number: int, wire_type: int) -> bytes:
-    return _varint_bytes(number << 3 | wire_type)
+    return _varint_bytes(number << _TYPE_BITS | wire_type)
 
 
-# InferTensorContents field -> (key of the field, how its elements are written).
+# The key of every field written, encoded once, here.
+_KEY_RESPONSE_MODEL_NAME = _key(RESPONSE_MODEL_NAME, _LEN)
+_KEY_RESPONSE_MODEL_VERSION = _key(RESPONSE_MODEL_VERSION, _LEN)
+_KEY_RESPONSE_ID = _key(RESPONSE_ID, _LEN)
+_KEY_RESPONSE_PARAMETERS = _key(RESPONSE_PARAMETERS, _LEN)
+_KEY_RESPONSE_OUTPUTS = _key(RESPONSE_OUTPUTS, _LEN)
+_KEY_RESPONSE_RAW_OUTPUT_CONTENTS = _key(RESPONSE_RAW_OUTPUT_CONTENTS, _LEN)
+_KEY_OUTPUT_NAME = _key(OUTPUT_NAME, _LEN)
+_KEY_OUTPUT_DATATYPE = _key(OUTPUT_DATATYPE, _LEN)
+_KEY_OUTPUT_SHAPE = _key(OUTPUT_SHAPE, _LEN)  # packed
+_KEY_OUTPUT_PARAMETERS = _key(OUTPUT_PARAMETERS, _LEN)
+_KEY_OUTPUT_CONTENTS = _key(OUTPUT_CONTENTS, _LEN)
+_KEY_STREAM_ERROR_MESSAGE = _key(STREAM_ERROR_MESSAGE, _LEN)
+_KEY_STREAM_INFER_RESPONSE = _key(STREAM_INFER_RESPONSE, _LEN)
+_KEY_MAP_KEY = _key(MAP_KEY, _LEN)
+_KEY_MAP_VALUE = _key(MAP_VALUE, _LEN)
+# A whole bool_param field, true or false; then the keys of the other parameter fields.
+_TRUE_PARAMETER = _key(PARAMETER_BOOL, _VARINT) + _varint_bytes(1)
+_FALSE_PARAMETER = _key(PARAMETER_BOOL, _VARINT) + _varint_bytes(0)
+_KEY_PARAMETER_INT64 = _key(PARAMETER_INT64, _VARINT)
+_KEY_PARAMETER_STRING = _key(PARAMETER_STRING, _LEN)
+_KEY_PARAMETER_DOUBLE = _key(PARAMETER_DOUBLE, _FIXED64)
+_KEY_PARAMETER_UINT64 = _key(PARAMETER_UINT64, _VARINT)
+_KEY_CONTENTS_BYTES = _key(CONTENTS_BYTES, _LEN)  # one element per field, never packed
+
+# InferTensorContents field -> (key of the field, writer of its elements, packed).
 _TYPED: dict[str, tuple[bytes, Callable[[np.ndarray[Any, Any]], bytes]]] = {
     name: (_key(number, _LEN), _packed_varints)
     for number, (name, wire_type, _) in _CONTENTS.items()
     if wire_type == _VARINT
 }
-_TYPED["fp32_contents"] = (_key(6, _LEN), lambda a: a.astype("<f4", copy=False).tobytes())
-_TYPED["fp64_contents"] = (_key(7, _LEN), lambda a: a.astype("<f8", copy=False).tobytes())
-_BYTES_CONTENTS = _key(8, _LEN)
+_TYPED["fp32_contents"] = (
+    _key(CONTENTS_FP32, _LEN),
+    lambda a: a.astype("<f4", copy=False).tobytes(),
+)
+_TYPED["fp64_contents"] = (
+    _key(CONTENTS_FP64, _LEN),
+    lambda a: a.astype("<f8", copy=False).tobytes(),
+)
 
 
 def _typed_contents(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
     field = TYPED_FIELDS[datatype]
     if field == "bytes_contents":
-        return b"".join([_field(_BYTES_CONTENTS, item) for item in bytes_items(array)])
+        return b"".join([_field(_KEY_CONTENTS_BYTES, item) for item in bytes_items(array)])
     if not array.size:
         return b""
     key, write = _TYPED[field]
@@ -463,28 +566,30 @@ def _typed_contents(datatype: str, array: np.ndarray[Any, Any]) -> bytes:
 def _parameter_value(value: Any) -> bytes:
     # As convert.parameters_to_proto: bool, int64, uint64, double, string, else JSON text.
     if isinstance(value, str):
-        return _field(b"\x1a", value.encode("utf-8"))
+        return _field(_KEY_PARAMETER_STRING, value.encode("utf-8"))
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool):
-        return b"\x08\x01" if value else b"\x08\x00"
+        return _TRUE_PARAMETER if value else _FALSE_PARAMETER
     if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
-        return b"\x10" + _varint_bytes(value)
+        return _KEY_PARAMETER_INT64 + _varint_bytes(value)
     if isinstance(value, int) and 0 <= value <= _U64:
-        return b"\x28" + _varint_bytes(value)
+        return _KEY_PARAMETER_UINT64 + _varint_bytes(value)
     if isinstance(value, float):
-        return b"\x21" + _DOUBLE.pack(value)
-    return _field(b"\x1a", encode_json(value))  # JSON text is UTF-8
+        return _KEY_PARAMETER_DOUBLE + _DOUBLE.pack(value)
+    return _field(_KEY_PARAMETER_STRING, encode_json(value))  # JSON text is UTF-8
 
 
 def _parameters(key: bytes, params: Parameters | None) -> bytes:
-    # A map is a repeated message of (key = 1, value = 2); None values have no protobuf form.
+    # A map is a repeated entry message (see MAP_KEY); None values have no protobuf form.
     if not params:
         return b""
     return b"".join(
         [
             _field(
-                key, _field(b"\x0a", name.encode("utf-8")) + _field(b"\x12", _parameter_value(v))
+                key,
+                _field(_KEY_MAP_KEY, name.encode("utf-8"))
+                + _field(_KEY_MAP_VALUE, _parameter_value(v)),
             )
             for name, v in params.items()
             if v is not None
@@ -493,37 +598,43 @@ def _parameters(key: bytes, params: Parameters | None) -> bytes:
 
 
 def write_infer_response(response: InferenceResponse, *, raw: bool = False) -> bytes:
-    """The serialized ``ModelInferResponse`` of a core response (see
-    ``convert.response_to_proto``, which builds the same message as a generated class)."""
+    """The serialized ``ModelInferResponse`` of a core response (tests compare it with
+    ``response_to_proto`` of tests/grpc/proto_convert.py, which builds it as a generated
+    class)."""
     outputs = response.outputs
     raw = raw or needs_raw(outputs)
     arrays = encode_arrays(outputs, "$.outputs")
     parts = [
-        _text(b"\x0a", response.model_name),
-        _text(b"\x12", response.model_version),
-        _text(b"\x1a", response.id),
-        _parameters(b"\x22", response.parameters),
+        _text(_KEY_RESPONSE_MODEL_NAME, response.model_name),
+        _text(_KEY_RESPONSE_MODEL_VERSION, response.model_version),
+        _text(_KEY_RESPONSE_ID, response.id),
+        _parameters(_KEY_RESPONSE_PARAMETERS, response.parameters),
     ]
     for tensor, array in zip(outputs, arrays, strict=True):
         shape = tensor.shape
         tensor_parts = [
-            _text(b"\x0a", tensor.name),
-            _text(b"\x12", tensor.datatype),
-            _field(b"\x1a", b"".join([_varint_bytes(int(d)) for d in shape])) if shape else b"",
-            _parameters(b"\x22", tensor.parameters),
-            b"" if raw else _field(b"\x2a", _typed_contents(tensor.datatype, array)),
+            _text(_KEY_OUTPUT_NAME, tensor.name),
+            _text(_KEY_OUTPUT_DATATYPE, tensor.datatype),
+            _field(_KEY_OUTPUT_SHAPE, b"".join([_varint_bytes(int(d)) for d in shape]))
+            if shape
+            else b"",
+            _parameters(_KEY_OUTPUT_PARAMETERS, tensor.parameters),
+            b"" if raw else _field(_KEY_OUTPUT_CONTENTS, _typed_contents(tensor.datatype, array)),
         ]
-        parts.append(_field(b"\x2a", b"".join(tensor_parts)))
+        parts.append(_field(_KEY_RESPONSE_OUTPUTS, b"".join(tensor_parts)))
     if raw:
         for tensor, array in zip(outputs, arrays, strict=True):
             data = raw_bytes(tensor.datatype, array)
-            parts += (b"\x32", _varint_bytes(len(data)), data)  # large: joined once, below
+            # Large: not copied into a field here, but joined once, below.
+            parts += (_KEY_RESPONSE_RAW_OUTPUT_CONTENTS, _varint_bytes(len(data)), data)
     return b"".join(parts)
 
 
 def write_stream_response(error_message: str = "", infer_response: bytes | None = None) -> bytes:
     """The serialized ``ModelStreamInferResponse``: an error, or a serialized response."""
-    error = _text(b"\x0a", error_message)
+    error = _text(_KEY_STREAM_ERROR_MESSAGE, error_message)
     if infer_response is None:
         return error
-    return b"".join([error, b"\x12", _varint_bytes(len(infer_response)), infer_response])
+    return b"".join(
+        [error, _KEY_STREAM_INFER_RESPONSE, _varint_bytes(len(infer_response)), infer_response]
+    )

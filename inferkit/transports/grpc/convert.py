@@ -1,13 +1,10 @@
 """Pure conversions between the generated V2 protobuf messages and inferkit's Structs.
 
 No I/O and no grpclib here: every function takes a message or a Struct and returns the other, so
-the gRPC service stays a thin shell and these rules are tested as tables, both directions.
-
-Tensors (see ``_tensors``) arrive typed or raw and become numpy arrays of their shape in
-``RequestInput.data``, raw ones through ``np.frombuffer``, never through Python lists. A request
-that came raw is answered raw, as Triton and MLServer do: the service passes
-``raw=uses_raw(message)`` to :func:`response_to_proto`. tritonclient sends raw and reads only
-raw numeric outputs.
+the gRPC service stays a thin shell and these rules are tested as tables. Only the directions the
+service needs live here (requests in, replies out); their inverses, which clients and tests
+need, are in tests/grpc/proto_convert.py. ModelInfer's own messages are read and written by
+``_wire``, straight from the bytes.
 
 Parameters. ``InferParameter`` carries a bool, an int64, a string, a double or a uint64; they
 map to Python ``bool``, ``int``, ``str``, ``float`` and ``int``. Python values of any other
@@ -17,15 +14,14 @@ type (lists, dicts) have no protobuf form and travel as their JSON text in ``str
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar, get_args
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from inferkit.errors import InvalidRequest, ModelNotFound
 from inferkit.statistics import ModelStatisticsResponse, StatisticDuration
 from inferkit.types import (
-    InferenceRequest,
     InferenceResponse,
     MetadataModelResponse,
     MetadataServerResponse,
@@ -33,51 +29,28 @@ from inferkit.types import (
     Parameters,
     RepositoryIndexRequest,
     RepositoryIndexResponseItem,
-    RequestInput,
-    RequestOutput,
-    ResponseOutput,
-    State,
     encode_json,
 )
 
 from ._generated import inference as pb
 from ._generated.inference import model_repository as mr
-from ._tensors import decode_tensors, encode_tensors, needs_raw
 
 __all__ = [
-    "index_from_proto",
     "index_request_from_proto",
     "index_to_model_repository_proto",
     "index_to_proto",
-    "model_metadata_from_proto",
     "model_metadata_to_proto",
     "model_name_of",
     "model_ref",
-    "parameters_from_proto",
     "parameters_to_proto",
-    "request_from_proto",
-    "request_to_proto",
-    "response_from_proto",
     "response_metadata",
-    "response_to_proto",
-    "server_metadata_from_proto",
     "server_metadata_to_proto",
     "statistics_to_proto",
-    "uses_raw",
 ]
 
 # -- parameters ---------------------------------------------------------------------------------
 
-_PARAM_FIELDS = ("bool_param", "int64_param", "string_param", "double_param", "uint64_param")
 _INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
-
-
-def _param_value(param: pb.InferParameter) -> Any:
-    for field in _PARAM_FIELDS:
-        value = getattr(param, field)
-        if value is not None:
-            return value
-    return None
 
 
 def _param(value: Any) -> pb.InferParameter:
@@ -96,136 +69,9 @@ def _param(value: Any) -> pb.InferParameter:
     return pb.InferParameter(string_param=encode_json(value).decode())
 
 
-def parameters_from_proto(params: Mapping[str, pb.InferParameter]) -> Parameters | None:
-    """The V2 parameters of a protobuf map; ``None`` for an empty map, as the JSON omits it."""
-    if not params:
-        return None
-    return {key: _param_value(value) for key, value in params.items()}
-
-
 def parameters_to_proto(params: Parameters | None) -> dict[str, pb.InferParameter]:
     """The protobuf map of V2 parameters; ``None`` values are left out (proto3 has no null)."""
     return {key: _param(value) for key, value in (params or {}).items() if value is not None}
-
-
-# -- inference ----------------------------------------------------------------------------------
-
-
-def uses_raw(message: pb.ModelInferRequest) -> bool:
-    """Whether a request came raw, and so is answered with ``raw_output_contents``."""
-    return bool(message.raw_input_contents)
-
-
-def request_from_proto(message: pb.ModelInferRequest) -> InferenceRequest:
-    """The core request of a ``ModelInferRequest``; tensor data become numpy arrays.
-
-    Raises :class:`~inferkit.errors.InvalidRequest` (or a subclass) naming the field at fault.
-    The model name and version stay on the message: they select the model, not the input.
-    """
-    decoded = decode_tensors(
-        message.inputs, message.raw_input_contents, "$.inputs", "raw_input_contents"
-    )
-    return InferenceRequest(
-        id=message.id or None,
-        parameters=parameters_from_proto(message.parameters),
-        inputs=[
-            RequestInput(
-                name=t.name,
-                shape=list(t.shape),
-                datatype=t.datatype,
-                parameters=parameters_from_proto(t.parameters),
-                data=data,
-            )
-            for t, data in decoded
-        ],
-        outputs=[
-            RequestOutput(name=o.name, parameters=parameters_from_proto(o.parameters))
-            for o in message.outputs
-        ]
-        or None,
-    )
-
-
-def request_to_proto(
-    request: InferenceRequest, model_name: str, model_version: str = "", *, raw: bool = False
-) -> pb.ModelInferRequest:
-    """The ``ModelInferRequest`` of a core request (for clients and tests); typed or raw."""
-    raw = raw or needs_raw(request.inputs)
-    contents, raw_contents = encode_tensors(request.inputs, raw, "$.inputs")
-    return pb.ModelInferRequest(
-        model_name=model_name,
-        model_version=model_version,
-        id=request.id or "",
-        parameters=parameters_to_proto(request.parameters),
-        inputs=[
-            pb.ModelInferRequestInferInputTensor(
-                name=t.name,
-                datatype=t.datatype,
-                shape=list(t.shape),
-                parameters=parameters_to_proto(t.parameters),
-                contents=c,
-            )
-            for t, c in zip(request.inputs, contents, strict=True)
-        ],
-        outputs=[
-            pb.ModelInferRequestInferRequestedOutputTensor(
-                name=o.name, parameters=parameters_to_proto(o.parameters)
-            )
-            for o in request.outputs or ()
-        ],
-        raw_input_contents=raw_contents,
-    )
-
-
-def response_to_proto(response: InferenceResponse, *, raw: bool = False) -> pb.ModelInferResponse:
-    """The ``ModelInferResponse`` of a core response.
-
-    ``raw`` asks for ``raw_output_contents`` (pass :func:`uses_raw` of the request); a response
-    with an FP16 output is raw in any case, since FP16 has no typed field. Arrays go out through
-    ``tobytes()`` (raw) or ``tolist()`` (typed).
-    """
-    raw = raw or needs_raw(response.outputs)
-    contents, raw_contents = encode_tensors(response.outputs, raw, "$.outputs")
-    return pb.ModelInferResponse(
-        model_name=response.model_name,
-        model_version=response.model_version or "",
-        id=response.id or "",
-        parameters=parameters_to_proto(response.parameters),
-        outputs=[
-            pb.ModelInferResponseInferOutputTensor(
-                name=t.name,
-                datatype=t.datatype,
-                shape=list(t.shape),
-                parameters=parameters_to_proto(t.parameters),
-                contents=c,
-            )
-            for t, c in zip(response.outputs, contents, strict=True)
-        ],
-        raw_output_contents=raw_contents,
-    )
-
-
-def response_from_proto(message: pb.ModelInferResponse) -> InferenceResponse:
-    """The core response of a ``ModelInferResponse`` (for clients and tests)."""
-    decoded = decode_tensors(
-        message.outputs, message.raw_output_contents, "$.outputs", "raw_output_contents"
-    )
-    return InferenceResponse(
-        model_name=message.model_name,
-        model_version=message.model_version or None,
-        id=message.id or None,
-        parameters=parameters_from_proto(message.parameters),
-        outputs=[
-            ResponseOutput(
-                name=t.name,
-                shape=list(t.shape),
-                datatype=t.datatype,
-                parameters=parameters_from_proto(t.parameters),
-                data=data,
-            )
-            for t, data in decoded
-        ],
-    )
 
 
 # -- metadata -----------------------------------------------------------------------------------
@@ -249,28 +95,12 @@ def server_metadata_to_proto(meta: MetadataServerResponse) -> pb.ServerMetadataR
     )
 
 
-def server_metadata_from_proto(message: pb.ServerMetadataResponse) -> MetadataServerResponse:
-    """The core server metadata of a ``ServerMetadataResponse``."""
-    return MetadataServerResponse(
-        name=message.name, version=message.version, extensions=list(message.extensions)
-    )
-
-
 def _tensor_meta_to_proto(t: MetadataTensor) -> pb.ModelMetadataResponseTensorMetadata:
     return pb.ModelMetadataResponseTensorMetadata(
         name=t.name,
         datatype=t.datatype,
         shape=list(t.shape),
         parameters=parameters_to_proto(t.parameters),
-    )
-
-
-def _tensor_meta_from_proto(t: pb.ModelMetadataResponseTensorMetadata) -> MetadataTensor:
-    return MetadataTensor(
-        name=t.name,
-        datatype=t.datatype,
-        shape=list(t.shape),
-        parameters=parameters_from_proto(t.parameters),
     )
 
 
@@ -286,21 +116,7 @@ def model_metadata_to_proto(meta: MetadataModelResponse) -> pb.ModelMetadataResp
     )
 
 
-def model_metadata_from_proto(message: pb.ModelMetadataResponse) -> MetadataModelResponse:
-    """The core model metadata of a ``ModelMetadataResponse``; empty lists become ``None``."""
-    return MetadataModelResponse(
-        name=message.name,
-        versions=list(message.versions) or None,
-        platform=message.platform,
-        inputs=[_tensor_meta_from_proto(t) for t in message.inputs] or None,
-        outputs=[_tensor_meta_from_proto(t) for t in message.outputs] or None,
-        parameters=parameters_from_proto(message.parameters),
-    )
-
-
 # -- model repository ---------------------------------------------------------------------------
-
-_STATES: frozenset[str] = frozenset(get_args(State))
 
 _Index = TypeVar("_Index", pb.RepositoryIndexResponse, mr.RepositoryIndexResponse)
 
@@ -328,21 +144,6 @@ def index_to_model_repository_proto(
 ) -> mr.RepositoryIndexResponse:
     """The same index for MLServer's ``inference.model_repository`` service."""
     return _index(items, mr.RepositoryIndexResponse, mr.RepositoryIndexResponseModelIndex)
-
-
-def index_from_proto(
-    message: pb.RepositoryIndexResponse | mr.RepositoryIndexResponse,
-) -> list[RepositoryIndexResponseItem]:
-    """The core repository index of either service's response; unknown states are UNKNOWN."""
-    return [
-        RepositoryIndexResponseItem(
-            name=m.name,
-            version=m.version,
-            state=m.state if m.state in _STATES else "UNKNOWN",  # type: ignore[arg-type]
-            reason=m.reason,
-        )
-        for m in message.models
-    ]
 
 
 class _LoadRequest(Protocol):
