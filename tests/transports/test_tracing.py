@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from toymodels import FailingModel, named, sum_model
+from toymodels import FailingModel, WordStream, named, sum_model, text_request
 
 from inferkit import InferenceRequest, InferenceResponse, Model, RequestInput, Server, Settings
 from inferkit.codecs import encode_tensor
@@ -33,6 +33,7 @@ from inferkit.transports.grpc import create_grpc_service
 from inferkit.transports.grpc._generated import inference as pb
 from inferkit.transports.rest import create_rest_app
 from inferkit.transports.tracing import INSTALL_HINT, InferenceTracer, tracer_for
+from inferkit.types import encode_json
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -367,6 +368,53 @@ async def test_grpc_stream_has_one_span_per_message() -> None:
     assert [(s.attributes or {})["inferkit.request.id"] for s in spans] == ["a", "b", "c"]
     assert [s.status.description for s in spans] == [None, "MODEL_NOT_FOUND", "INFERENCE_FAILED"]
     assert all(s.kind is SpanKind.SERVER for s in spans)
+
+
+async def test_a_model_stream_is_one_span_on_either_transport() -> None:
+    tracer, exporter = in_memory()
+    body = encode_json(text_request("a b c", id="s1"))
+    async with rest(named(WordStream, "words"), tracer=tracer) as http:
+        response = await http.post(
+            "/v2/models/words/infer_stream", content=body, headers={"traceparent": TRACEPARENT}
+        )
+    assert response.text.count("data: ") == 3
+    async with grpc(named(WordStream, "words"), tracer=tracer) as stub:
+        sent = [proto_convert.request_to_proto(text_request("a b", id="s2"), "words")] * 2
+        got = [r async for r in stub.model_stream_infer(sent)]
+    assert len(got) == 4
+    rest_span, grpc_span = exporter.get_finished_spans()
+    assert rest_span.name == "POST /v2/models/{name}/infer_stream"
+    assert ids(rest_span)[::2] == (TRACE_ID, PARENT_ID)
+    assert (rest_span.attributes or {})["http.response.status_code"] == 200
+    assert grpc_span.name == GRPC_STREAM
+    assert [(s.attributes or {})["inferkit.request.id"] for s in (rest_span, grpc_span)] == [
+        "s1",
+        "s2",
+    ]
+
+
+async def test_a_stream_that_fails_midway_is_an_error_span() -> None:
+    tracer, exporter = in_memory()
+    async with rest(named(WordStream, "words"), tracer=tracer) as http:
+        body = encode_json(text_request("a boom"))
+        response = await http.post("/v2/models/words/generate_stream", content=body)
+    assert "event: error" in response.text
+    (span,) = exporter.get_finished_spans()
+    assert span.status.description == "INFERENCE_FAILED"
+    assert (span.attributes or {})["http.response.status_code"] == 200  # sent before the error
+
+
+async def test_direct_calls_are_traced_too() -> None:
+    tracer, exporter = in_memory()
+    server = traced((sum_model(),), tracer)
+    await server.start()
+    request = InferenceRequest(
+        id="d", inputs=[RequestInput(name="x", shape=[1, 3], datatype="FP32", data=[1, 2, 3])]
+    )
+    await server.infer("sum", request)
+    (span,) = exporter.get_finished_spans()
+    assert (span.name, (span.attributes or {})["inferkit.transport"]) == ("inferkit.infer", "")
+    assert (span.attributes or {})["inferkit.request.id"] == "d"
 
 
 async def test_grpc_without_a_tracer_the_model_sees_the_client_metadata() -> None:
