@@ -244,10 +244,10 @@ class _Routed:
         await endpoint.server.handle(call, _Exchange(endpoint, receive, send, headers))
 
 
-class _Exchange:
-    """One ``infer`` request: the body in, one answer out."""
+class _Body:
+    """What an exchange of a REST request holds: the endpoint, the ASGI channels, the headers."""
 
-    __slots__ = ("endpoint", "headers", "payload", "receive_", "send_")
+    __slots__ = ("endpoint", "headers", "receive_", "send_")
 
     def __init__(
         self, endpoint: InferEndpoint, receive: Receive, send: Send, headers: dict[str, str]
@@ -256,14 +256,22 @@ class _Exchange:
         self.receive_ = receive
         self.send_ = send
         self.headers = headers
-        self.payload: InferenceRequest | None = None
+
+
+class _Exchange(_Body):
+    """One ``infer`` request: the body in, one answer out."""
+
+    __slots__ = ("payload",)
+
+    #: The request, once read (an answer is only sent after it).
+    payload: InferenceRequest
 
     async def receive(self, call: Call) -> InferenceRequest | None:
         self.payload = await self.endpoint.payload(self.receive_, self.headers)
         return self.payload
 
     async def send(self, call: Call, response: InferenceResponse) -> None:
-        params = self.payload.parameters if self.payload is not None else None
+        params = self.payload.parameters
         status, body, headers = _answer(response, params or {})
         await self._send(call, status, body, headers)
 
@@ -322,18 +330,15 @@ def _uncancel() -> None:
         task.uncancel()
 
 
-class _EventStream:
+class _EventStream(_Body):
     """One ``infer_stream`` request: the body in, Server-Sent Events out."""
 
-    __slots__ = ("endpoint", "gone", "headers", "read", "receive_", "send_", "started", "watcher")
+    __slots__ = ("gone", "read", "started", "watcher")
 
     def __init__(
         self, endpoint: InferEndpoint, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
-        self.endpoint = endpoint
-        self.receive_ = receive
-        self.send_ = send
-        self.headers = headers
+        super().__init__(endpoint, receive, send, headers)
         self.read = False
         self.started = False
         #: The client disconnected (and the call was cancelled for it).
