@@ -299,8 +299,10 @@ class Pipeline:
         refused, and the stream goes on), its responses are sent as it yields them, an error
         it raises is sent and ends the stream; one outcome record for the stream. Otherwise
         each request is answered on its own, as Triton does: a failed one gets its error and
-        the stream goes on; one outcome record per request.
+        the stream goes on; one outcome record per request. (A message that cannot be read at
+        all is answered with its error and decides nothing.)
         """
+        first = True
         while True:
             message = call.fork()
             try:
@@ -314,10 +316,11 @@ class Pipeline:
                 continue
             if request is None:
                 return
-            if self._natively(message):
+            if first and self._natively(message):
                 call.model, call.version = message.model, message.version
                 await self._model_stream(call, exchange, request)
                 return
+            first = False  # request by request from now on, whatever later requests name
             message.started = time.perf_counter()  # waiting for the client is not the call's
             tokens = self.begin(message)
             try:
@@ -351,8 +354,9 @@ class Pipeline:
         asked = (call.model, call.version or None)
 
         async def refuse(exc: InferkitError) -> None:
+            # One request refused: the stream's own status and outcome are not its.
             with contextlib.suppress(ClientGone):
-                await exchange.send_error(call, exc)
+                await exchange.send_error(call.fork(), exc)
 
         async def requests() -> AsyncIterator[InferenceRequest]:
             request: InferenceRequest | None = first

@@ -184,8 +184,12 @@ class _Worker:
             return
         if isinstance(message, Call):
             self._start(message.id, self._call(message.id, message.request))
-        elif isinstance(message, Push):
-            self.streams[message.id].put_nowait(message.request)
+        elif isinstance(message, Push | Close):
+            # A stream the model already ended (it may stop before reading every request)
+            # has no queue any more: what still comes for it is dropped.
+            queue = self.streams.get(message.id)
+            if queue is not None:
+                queue.put_nowait(message.request if isinstance(message, Push) else None)
         elif isinstance(message, Release):
             self.wire.free(self.blocks.pop(message.id, []))
         elif isinstance(message, Cancel):
@@ -193,8 +197,6 @@ class _Worker:
         elif isinstance(message, Open):
             self.streams[message.id] = asyncio.Queue()
             self._start(message.id, self._stream(message.id))
-        elif isinstance(message, Close):
-            self.streams[message.id].put_nowait(None)
         elif isinstance(message, Stop):
             self.stop.set()
 
@@ -232,12 +234,20 @@ class _Worker:
         assert self.model is not None
         queue = self.streams[id]
 
+        latest: InferenceRequest | None = None
+
         async def requests() -> AsyncIterator[InferenceRequest]:
+            nonlocal latest
             while (request := await queue.get()) is not None:
+                latest = request
                 yield request
 
         try:
             async for response in _responses(self.model, requests()):
+                # Only here is it known which request the model read last: the main process
+                # sends requests ahead of the model, so it cannot tell (it keeps this id).
+                if not response.id and latest is not None:
+                    response.id = latest.id
                 self._send(Item(id=id, response=response))
             self._send(Done(id=id))
         except BaseException as exc:

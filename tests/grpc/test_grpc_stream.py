@@ -122,3 +122,26 @@ async def test_an_empty_stream_ends_at_once() -> None:
     async with stub() as (client, records):
         got = [r async for r in client.model_stream_infer([])]
     assert got == [] and records == []
+
+
+async def test_only_the_first_request_decides_how_the_stream_is_answered() -> None:
+    # A stream started on a model without its own predict_stream stays request by request:
+    # a later request for a streaming model is answered by its predict, once.
+    async with stub() as (client, records):
+        sent = [number("sum", 1, "a"), text("words", "two words", "b"), number("sum", 3, "c")]
+        got = [r async for r in client.model_stream_infer(sent)]
+    assert answers(got) == [("a", [1.0]), ("b", [[b"two words"]]), ("c", [3.0])]
+    assert [(r.model, r.stream, r.responses) for r in records] == [
+        ("sum", True, 1),
+        ("words", True, 1),
+        ("sum", True, 1),
+    ]
+
+
+async def test_a_refused_request_leaves_the_stream_status_ok() -> None:
+    async with stub() as (client, records):
+        sent = [text("words", "a", "1"), number("sum", 2, "2")]
+        got = [r async for r in client.model_stream_infer(sent)]
+    assert len(got) == 2
+    (record,) = records
+    assert (record.status, record.ok, record.model) == ("OK", True, "words")

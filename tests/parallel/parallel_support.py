@@ -84,6 +84,15 @@ class Streaming(Model):
                 )
 
 
+class FirstOnly(Model):
+    """Answers the first request of a stream and ends it, leaving the others unread."""
+
+    async def predict_stream(self, payloads):
+        async for payload in payloads:
+            yield InferenceResponse(model_name=self.name, outputs=[payload.inputs[0]])
+            return
+
+
 class Metered(Model):
     """Custom metrics made in __init__ and in load, recorded in predict."""
 

@@ -104,13 +104,38 @@ async def test_streams_reach_the_workers_model_stream_or_its_predict(
 
     async def two() -> AsyncIterator[InferenceRequest]:
         for x in (1.0, 5.0):
-            yield request(x)
+            yield InferenceRequest(id=f"r{x:g}", inputs=request(x).inputs)
 
     try:
         streamed = [r async for r in server.infer_stream("streaming", two())]
         assert [float(r.outputs[0].data[0]) for r in streamed] == [1.0, 2.0, 5.0, 6.0]
         assert {r.model_name for r in streamed} == {"streaming"}
+        # Each response has its own request's id, though the main process sends requests
+        # to the worker ahead of the model reading them.
+        assert [r.id for r in streamed] == ["r1", "r1", "r5", "r5"]
         each = [r async for r in server.infer_stream("gated", two())]
         assert [float(r.outputs[0].data[0]) for r in each] == [2.0, 10.0]  # one predict each
+    finally:
+        await server.stop()
+
+
+async def test_requests_a_model_stream_left_unread_do_not_break_its_worker(
+    settings_for: Callable[..., ModelSettings],
+) -> None:
+    before = worker_children()
+    server = Server([settings_for("FirstOnly", parallel_workers=1)])
+    await server.start()
+
+    async def many() -> AsyncIterator[InferenceRequest]:
+        for x in range(5):
+            yield request(float(x))
+
+    try:
+        workers = worker_children() - before
+        for _ in range(3):  # the late requests and the close reach a stream already ended
+            got = [r async for r in server.infer_stream("firstonly", many())]
+            assert [float(r.outputs[0].data[0]) for r in got] == [0.0]
+        assert worker_children() - before == workers  # the same worker: none died
+        assert await server.model_ready("firstonly")
     finally:
         await server.stop()
