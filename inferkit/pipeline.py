@@ -266,13 +266,17 @@ class Pipeline:
         finally:
             self.end(call, tokens)
 
-    def end(self, call: Call, tokens: list[tuple[CallHook, Any]] | None) -> None:
-        """Make the outcome record, run the hooks' ``finished`` (last first) and emit it."""
+    def end(
+        self, call: Call, tokens: list[tuple[CallHook, Any]] | None, *, emit: bool = True
+    ) -> None:
+        """Make the outcome record, run the hooks' ``finished`` (last first) and emit it
+        (unless ``emit`` is false: the hooks still end what they started)."""
         record = call.record()
         if tokens is not None:
             for hook, token in reversed(tokens):
                 _guarded(hook.finished, call, record, token)
-        self.emit(record)
+        if emit:
+            self.emit(record)
 
     async def handle(self, call: Call, exchange: Exchange) -> None:
         """Answer one unary call of a transport: receive, infer, send, and record the outcome.
@@ -353,10 +357,17 @@ class Pipeline:
         tokens = self.begin(call)
         asked = (call.model, call.version or None)
 
-        async def refuse(exc: InferkitError) -> None:
-            # One request refused: the stream's own status and outcome are not its.
+        async def refuse(exc: InferkitError, message: Call | None = None) -> None:
+            # One request refused: it is answered and recorded as a call of its own; the
+            # stream's status and outcome are not its.
+            if message is None:
+                message = call.fork()
+                message.resolved = call.resolved
+            tokens = self.begin(message)
+            message.fail(exc)
             with contextlib.suppress(ClientGone):
-                await exchange.send_error(call.fork(), exc)
+                await exchange.send_error(message, exc)
+            self.end(message, tokens)
 
         async def requests() -> AsyncIterator[InferenceRequest]:
             request: InferenceRequest | None = first
@@ -372,14 +383,16 @@ class Pipeline:
         except BaseException as exc:
             await self._fail(call, exchange, exc)
         finally:
-            self.end(call, tokens)
+            # A stream that carried nothing the model read (its requests all refused, each
+            # recorded on its own) and failed in nothing has no outcome of its own.
+            self.end(call, tokens, emit=bool(call.batch_size or call.responses or call.code))
 
     async def _next_of_stream(
         self,
         call: Call,
         exchange: Exchange,
         asked: tuple[str, str | None],
-        refuse: Callable[[InferkitError], Awaitable[None]],
+        refuse: Callable[[InferkitError, Call], Awaitable[None]],
     ) -> InferenceRequest | None:
         """The next request for the stream's model; others are refused, the stream goes on."""
         while True:
@@ -387,16 +400,15 @@ class Pipeline:
             try:
                 request = await exchange.receive(probe)
             except InferkitError as exc:
-                await refuse(exc)
+                await refuse(exc, probe)
                 continue
             if request is None or (probe.model, probe.version or None) == asked:
                 return request
-            await refuse(
-                InvalidRequest(
-                    f"This stream serves model '{asked[0]}' (named by its first request); "
-                    f"send requests for model '{probe.model}' on a stream of their own"
-                )
+            error = InvalidRequest(
+                f"This stream serves model '{asked[0]}' (named by its first request); "
+                f"send requests for model '{probe.model}' on a stream of their own"
             )
+            await refuse(error, probe)
 
 
 def _guarded(func: Callable[..., Any], *args: Any) -> Any:

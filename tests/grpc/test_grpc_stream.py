@@ -143,5 +143,10 @@ async def test_a_refused_request_leaves_the_stream_status_ok() -> None:
         sent = [text("words", "a", "1"), number("sum", 2, "2")]
         got = [r async for r in client.model_stream_infer(sent)]
     assert len(got) == 2
-    (record,) = records
-    assert (record.status, record.ok, record.model) == ("OK", True, "words")
+    refused, stream = records  # the refused request is recorded on its own
+    assert (refused.model, refused.code, refused.status) == (
+        "sum",
+        "INVALID_REQUEST",
+        "INVALID_ARGUMENT",
+    )
+    assert (stream.status, stream.ok, stream.model, stream.responses) == ("OK", True, "words", 1)

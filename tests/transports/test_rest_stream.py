@@ -13,8 +13,9 @@ import pytest
 from toymodels import WordStream, named, sum_model, text_request
 
 from inferkit import Server
+from inferkit.events import InferenceFinished
 from inferkit.transports.rest import create_rest_app
-from inferkit.types import encode_json
+from inferkit.types import MetadataTensor, encode_json
 
 
 @asynccontextmanager
@@ -87,6 +88,22 @@ async def test_an_error_before_the_first_event_is_a_plain_error_answer(
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json()["code"] == code
+
+
+async def test_a_request_a_model_stream_refuses_is_a_plain_error_and_one_record() -> None:
+    declared = [MetadataTensor(name="text", datatype="BYTES", shape=[-1, 1])]
+    server = Server([named(WordStream, "words", inputs=declared)])
+    records: list[InferenceFinished] = []
+    server.add_listener(lambda e: records.append(e) if isinstance(e, InferenceFinished) else None)
+    await server.start()
+    body = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}
+    transport = httpx.ASGITransport(app=create_rest_app(server))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.post("/v2/models/words/infer_stream", json=body)
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_REQUEST")
+    assert [(r.model, r.code, r.status, r.found) for r in records] == [
+        ("words", "INVALID_REQUEST", "400", True)
+    ]
 
 
 async def test_an_error_after_the_first_event_is_an_error_event_and_the_end() -> None:
