@@ -15,12 +15,14 @@ The method, and what each figure means, is in ``docs/performance.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -82,6 +84,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=HERE / "results", help="output folder")
     parser.add_argument("--update-docs", action="store_true", help="rewrite docs/performance.md")
     parser.add_argument("--keep-temp", action="store_true", help="keep the repositories folder")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run inferkit as of git revision REV (same interpreter), interleaved with "
+        "the working tree's: a before/after pair in one run",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.runs, args.warmup = 2, 1, 1
@@ -164,6 +172,8 @@ class Bench:
             self._add_floor(lineup.floor_spec(sys.executable, self.work / "artifacts", models))
         if "inferkit" in wanted:
             self.specs.append(lineup.inferkit_spec(self.work, models, version))
+            if self.args.baseline:
+                self.specs.append(self._baseline_spec(self.args.baseline, models))
         if "inferkit-uvicorn" in wanted:
             self.specs.append(lineup.embedded_spec(self.work, models, version))
         self.specs += self._mlserver_specs(models, [k for k in wanted if k.startswith("mlserver")])
@@ -177,6 +187,24 @@ class Bench:
             self.specs.append(lineup.minimal_v2_spec(server="uvicorn"))
         if "grpclib-bare" in wanted and "grpc" in self.drivers:
             self.specs.append(lineup.bare_grpc_spec(self.work, self.requests))
+
+    def _baseline_spec(self, revision: str, models: list[str]) -> ServerSpec:
+        """inferkit as of ``revision``: its package, from ``git archive``, imported ahead of
+        the working tree's by the same interpreter (``PYTHONSAFEPATH`` keeps ``-m`` from
+        putting the working directory first)."""
+        source = self.work / "baseline-src"
+        source.mkdir()
+        command = ["git", "archive", revision, "inferkit"]
+        archive = subprocess.run(command, cwd=HERE.parent, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        work = self.work / "baseline"
+        work.mkdir()
+        (work / "artifacts").symlink_to(self.work / "artifacts")
+        spec = lineup.inferkit_spec(work, models, "")
+        env = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(source)}
+        label = f"inferkit at {revision}, access log off"
+        self.results.note(f"inferkit-baseline: the same interpreter, inferkit as of {revision}")
+        return dataclasses.replace(spec, name="inferkit-baseline", label=label, env=env)
 
     def _add_floor(self, floor: Floor) -> None:
         """Measure ``floor`` at start-up, unless there is no artefact to load."""
