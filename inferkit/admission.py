@@ -143,6 +143,7 @@ class Feed:
                 continue
             # One id for all the responses to a request (the model may give its own).
             request.id = request.id or str(uuid.uuid4())
+            self.call.request_id = self.call.request_id or request.id
             self.call.batch_size += 1
             self.latest = request
             yield request

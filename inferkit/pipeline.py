@@ -284,12 +284,15 @@ class Pipeline:
         Errors are sent through the exchange, never raised: an unexpected one is logged once
         and sent as a generic INTERNAL error. A client that went away ends the call silently.
         """
-        tokens = self.begin(call)
+        tokens = self.begin(call) if self.hooks else None
         try:
             request = await exchange.receive(call)
             if request is None:
                 raise InvalidRequest("The call carried no request")
-            await self._answer(call, exchange, request)
+            # As _answer does; written out here because this is every unary call's path.
+            response = await self._infer(call, request)
+            call.responses = 1
+            await exchange.send(call, response)
         except BaseException as exc:
             await self._fail(call, exchange, exc)
         finally:

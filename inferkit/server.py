@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from . import codecs as _codecs
@@ -368,20 +368,21 @@ class Server:
                 async for response in stream:
                     yield response
 
-    async def handle(self, call: Call, exchange: Exchange) -> None:
-        """Answer one unary call of a transport through the request pipeline.
+    def handle(self, call: Call, exchange: Exchange) -> Coroutine[Any, Any, None]:
+        """Answer one unary call of a transport through the request pipeline (await it).
 
         The transport's ``exchange`` reads the request and writes the answer; the core does
         the rest (see :meth:`~inferkit.pipeline.Pipeline.handle`). Errors are sent, never
         raised.
         """
-        await self._pipeline.handle(call, exchange)
+        # The pipeline's coroutine itself, not one more around it: this is every call's path.
+        return self._pipeline.handle(call, exchange)
 
-    async def handle_stream(self, call: Call, exchange: Exchange) -> None:
+    def handle_stream(self, call: Call, exchange: Exchange) -> Coroutine[Any, Any, None]:
         """Answer a stream call of a transport (gRPC ``ModelStreamInfer``, REST
-        ``infer_stream``) through the request pipeline; see
+        ``infer_stream``) through the request pipeline (await it); see
         :meth:`~inferkit.pipeline.Pipeline.handle_stream`."""
-        await self._pipeline.handle_stream(call, exchange)
+        return self._pipeline.handle_stream(call, exchange)
 
     def _streams_natively(self, call: Call) -> bool:
         try:
@@ -392,7 +393,7 @@ class Server:
 
     async def _infer(self, call: Call, request: InferenceRequest) -> InferenceResponse:
         """Run one request on the model ``call`` names."""
-        call.request_id = request.id or call.request_id
+        call.request_id = request.id or call.request_id  # known even if the model is not
         slot = self._resolve(call)
         self._admit(call, request, slot)
         call.batch_size = batch_size(request)
@@ -417,7 +418,6 @@ class Server:
 
     def _admit(self, call: Call, request: InferenceRequest, slot: Slot) -> None:
         """Ready a request for the model: the call's headers in its parameters, inputs checked."""
-        call.request_id = request.id or call.request_id
         if call.headers is not None:
             # As MLServer does: the model sees the request's headers (and the trace context).
             request.parameters = {**(request.parameters or {}), "headers": call.headers}
