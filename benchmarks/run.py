@@ -352,13 +352,19 @@ class Bench:
     # Load ---------------------------------------------------------------------------------
 
     def measure(self) -> None:
-        """Each scenario: warm every server up, then run k of every server, for each k."""
+        """Each scenario: warm every server up, then run k of every server, for each k.
+
+        The order of the servers turns by one each round: a server's place in the round was
+        seen to matter (the same inferkit code measured 2-3% apart in the first and second
+        places), so over as many runs as servers, each takes every place once.
+        """
         for scenario in self.scenarios:
             servers = self._servers_for(scenario)
             for running in servers:
                 self._warm_up(running, scenario)
-            for _ in range(self.args.runs):
-                for running in servers:
+            for k in range(self.args.runs):
+                turn = k % len(servers) if servers else 0
+                for running in servers[turn:] + servers[:turn]:
                     if self.results.cell(scenario.key, running.spec.name).skipped is None:
                         self._timed_run(running, scenario)
             for running in servers:
