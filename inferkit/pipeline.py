@@ -284,15 +284,12 @@ class Pipeline:
         Errors are sent through the exchange, never raised: an unexpected one is logged once
         and sent as a generic INTERNAL error. A client that went away ends the call silently.
         """
-        tokens = self.begin(call) if self.hooks else None
+        tokens = self.begin(call)
         try:
             request = await exchange.receive(call)
             if request is None:
                 raise InvalidRequest("The call carried no request")
-            # As _answer does; written out here because this is every unary call's path.
-            response = await self._infer(call, request)
-            call.responses = 1
-            await exchange.send(call, response)
+            await self._answer(call, exchange, request)
         except BaseException as exc:
             await self._fail(call, exchange, exc)
         finally:
@@ -317,9 +314,7 @@ class Pipeline:
             except ClientGone:
                 return
             except InferkitError as exc:  # this message only: it is answered, the stream goes on
-                tokens = self.begin(message)
-                await self._fail(message, exchange, exc)
-                self.end(message, tokens)
+                await self._refuse(message, exchange, exc)
                 continue
             if request is None:
                 return
@@ -355,22 +350,23 @@ class Pipeline:
         with contextlib.suppress(ClientGone):
             await exchange.send_error(call, exc)
 
+    async def _refuse(self, message: Call, exchange: Exchange, exc: InferkitError) -> None:
+        """One message of a stream answered with its error, and recorded as a call of its
+        own; the stream goes on, and its own status and outcome are not the message's."""
+        tokens = self.begin(message)
+        await self._fail(message, exchange, exc)
+        self.end(message, tokens)
+
     async def _model_stream(self, call: Call, exchange: Exchange, first: InferenceRequest) -> None:
         """A stream given whole to a model's own ``predict_stream``."""
         tokens = self.begin(call)
         asked = (call.model, call.version or None)
 
         async def refuse(exc: InferkitError, message: Call | None = None) -> None:
-            # One request refused: it is answered and recorded as a call of its own; the
-            # stream's status and outcome are not its.
-            if message is None:
+            if message is None:  # a request the feed did not admit: one of the stream's
                 message = call.fork()
                 message.resolved = call.resolved
-            tokens = self.begin(message)
-            message.fail(exc)
-            with contextlib.suppress(ClientGone):
-                await exchange.send_error(message, exc)
-            self.end(message, tokens)
+            await self._refuse(message, exchange, exc)
 
         async def requests() -> AsyncIterator[InferenceRequest]:
             request: InferenceRequest | None = first

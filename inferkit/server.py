@@ -335,10 +335,8 @@ class Server:
         ...), whose outcome record the transport's :meth:`handle` emits; without one, the call
         is this method's own and its record is emitted here.
         """
-        if context is not None:
-            context.model, context.version = name, version
-            return await self._infer(context, request)
-        with self._pipeline.recording(Call(model=name, version=version)) as call:
+        call, recording = self._call(name, version, context, stream=False)
+        with recording:
             return await self._infer(call, request)
 
     async def infer_stream(
@@ -357,16 +355,22 @@ class Server:
         (the model's, or an invalid request) ends the stream; closing the iterator early
         closes the model's. ``context`` is as for :meth:`infer`.
         """
-        if context is not None:
-            context.model, context.version = name, version
-            async with contextlib.aclosing(self._stream(context, requests)) as stream:
-                async for response in stream:
-                    yield response
-            return
-        with self._pipeline.recording(Call(model=name, version=version, stream=True)) as call:
+        call, recording = self._call(name, version, context, stream=True)
+        with recording:
             async with contextlib.aclosing(self._stream(call, requests)) as stream:
                 async for response in stream:
                     yield response
+
+    def _call(
+        self, name: str, version: str | None, context: Call | None, *, stream: bool
+    ) -> tuple[Call, contextlib.AbstractContextManager[Any]]:
+        """The call of a direct inference: the transport's ``context`` (whose handler records
+        it), or a call of its own, recorded by the block the second item opens."""
+        if context is not None:
+            context.model, context.version = name, version
+            return context, contextlib.nullcontext()
+        call = Call(model=name, version=version, stream=stream)
+        return call, self._pipeline.recording(call)
 
     def handle(self, call: Call, exchange: Exchange) -> Coroutine[Any, Any, None]:
         """Answer one unary call of a transport through the request pipeline (await it).

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -30,7 +30,7 @@ from .. import errors
 from ..errors import InferkitError, ModelLoadError
 from ..logs import configure_logging
 from ..metrics import ModelMetrics
-from ..model import Model, ModelProtocol, has_own_stream
+from ..model import Model, ModelProtocol, StreamingModel, has_own_stream
 from ..repository import resolve_implementation
 from ..settings import ModelSettings, Settings
 from ..types import InferenceRequest, InferenceResponse
@@ -275,7 +275,7 @@ async def _responses(
     model: ModelProtocol, requests: AsyncIterator[InferenceRequest]
 ) -> AsyncIterator[InferenceResponse]:
     if has_own_stream(model):
-        async for response in model.predict_stream(requests):  # type: ignore[attr-defined]
+        async for response in cast(StreamingModel, model).predict_stream(requests):
             yield response
         return
     async for request in requests:  # the default: one predict per request

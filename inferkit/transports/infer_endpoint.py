@@ -38,6 +38,7 @@ __all__ = [
     "InferEndpoint",
     "StreamEndpoint",
     "decode",
+    "error_body",
     "error_parts",
     "scope_headers",
     "status_for",
@@ -82,9 +83,14 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
+def error_body(exc: errors.InferkitError) -> bytes:
+    """``{"error": message, "code": CODE}``: the body of an error answer (or SSE event)."""
+    return msgspec.json.encode({"error": exc.message, "code": exc.code})
+
+
 def error_parts(exc: errors.InferkitError) -> tuple[int, bytes, Headers]:
     """Status, ``{"error": message, "code": CODE}`` body and headers of an error answer."""
-    body = msgspec.json.encode({"error": exc.message, "code": exc.code})
+    body = error_body(exc)
     headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
     if exc.retryable:
         headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
@@ -257,6 +263,12 @@ class _Body:
         self.send_ = send
         self.headers = headers
 
+    async def _whole(self, call: Call, status: int, body: bytes, headers: Headers) -> None:
+        """Send a whole answer (start and body) and record its status."""
+        call.status = str(status)
+        await self.send_({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send_({"type": "http.response.body", "body": body})
+
 
 class _Exchange(_Body):
     """One ``infer`` request: the body in, one answer out."""
@@ -281,9 +293,7 @@ class _Exchange(_Body):
     async def _send(self, call: Call, status: int, body: bytes, headers: Headers) -> None:
         if call.resolved:
             headers.append((b"server-timing", _server_timing(call)))
-        call.status = str(status)
-        await self.send_({"type": "http.response.start", "status": status, "headers": headers})
-        await self.send_({"type": "http.response.body", "body": body})
+        await self._whole(call, status, body, headers)
 
 
 class StreamEndpoint:
@@ -374,14 +384,10 @@ class _EventStream(_Body):
 
     async def send_error(self, call: Call, error: errors.InferkitError) -> None:
         if self.started:
-            body = msgspec.json.encode({"error": error.message, "code": error.code})
-            await self._event(b"event: error\ndata: " + body + b"\n\n")
+            await self._event(b"event: error\ndata: " + error_body(error) + b"\n\n")
             return
-        status, body, headers = error_parts(error)
-        call.status = str(status)
-        self.started = self.read = True
-        await self.send_({"type": "http.response.start", "status": status, "headers": headers})
-        await self.send_({"type": "http.response.body", "body": body})
+        self.started = True
+        await self._whole(call, *error_parts(error))
         self.send_ = _closed
 
     async def _start(self, call: Call) -> None:
