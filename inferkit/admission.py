@@ -19,7 +19,7 @@ from .errors import InferkitError, InvalidRequest, InvalidShape, OutputNotFound
 from .pipeline import Call
 from .types import InferenceRequest, InferenceResponse, MetadataTensor
 
-__all__ = ["Feed", "batch_size", "check_inputs", "closing", "complete", "stamp"]
+__all__ = ["Feed", "batch_size", "check_inputs", "closing", "complete", "scheduling", "stamp"]
 
 _T = TypeVar("_T")
 
@@ -80,6 +80,29 @@ def batch_size(request: InferenceRequest) -> int:
     if request.inputs and request.inputs[0].shape:
         return max(int(request.inputs[0].shape[0]), 1)
     return 1
+
+
+def scheduling(request: InferenceRequest) -> tuple[float | None, int]:
+    """Triton's scheduling parameters of a request: its ``timeout`` (given in microseconds,
+    returned in seconds; ``None`` when absent or 0) and its ``priority`` (0 when absent).
+
+    Raises :class:`InvalidRequest` unless each is a non-negative integer.
+    """
+    params = request.parameters
+    if not params:
+        return None, 0
+    timeout = _natural(params, "timeout")
+    return (timeout / 1e6 if timeout else None), _natural(params, "priority")
+
+
+def _natural(params: dict[str, object], key: str) -> int:
+    value = params.get(key, 0)
+    if type(value) is not int or value < 0:
+        raise InvalidRequest(
+            f"Expected a non-negative integer for parameter '{key}', got {value!r}",
+            where=f"$.parameters.{key}",
+        )
+    return value
 
 
 def stamp(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import msgspec
 
 __all__ = [
+    "BatchFinished",
     "Event",
     "InferenceFinished",
     "Listener",
@@ -62,6 +63,30 @@ class InferenceFinished(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     stream: bool = False
     #: Responses sent: 1 for a unary call, the number of responses of a stream.
     responses: int = 1
+    #: Whether the request ran in a batch of a batching model (its execution is then the
+    #: batch's :class:`BatchFinished`, and ``compute_s`` the batch's time).
+    batched: bool = False
+    #: Seconds the request waited for its batch to start (0 when not batched).
+    queue_s: float = 0.0
+
+
+class BatchFinished(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A batching model ran one batch (see ``docs/batching.md``).
+
+    Each request of the batch also ends with its own :class:`InferenceFinished` (``batched``
+    true); this record is the model's execution: statistics count executions and batch sizes
+    from it, metrics the ``inferkit_batch_size`` histogram.
+    """
+
+    model: str
+    version: str
+    #: Rows of the batch (every request's together).
+    rows: int
+    #: Requests in the batch.
+    requests: int
+    #: Seconds the batch's ``predict`` took (with joining and splitting).
+    compute_s: float
+    ok: bool
 
 
 class ModelLoaded(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -87,7 +112,7 @@ class ModelFailed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reason: str
 
 
-Event = InferenceFinished | ModelLoaded | ModelUnloaded | ModelFailed
+Event = InferenceFinished | BatchFinished | ModelLoaded | ModelUnloaded | ModelFailed
 
 #: A listener is a plain callable; it must be quick and must not raise (errors are logged).
 Listener = Callable[[Event], None]

@@ -65,12 +65,14 @@ class Call:
 
     __slots__ = (
         "batch_size",
+        "batched",
         "code",
         "compute_s",
         "deadline",
         "headers",
         "model",
         "path",
+        "queue_s",
         "request_id",
         "resolved",
         "responses",
@@ -111,6 +113,9 @@ class Call:
         self.status = ""
         self.code = ""
         self.compute_s = 0.0
+        #: Seconds the request waited for a batch (a batching model only).
+        self.queue_s = 0.0
+        self.batched = False
         self.batch_size = 1
         self.responses = 0
 
@@ -163,6 +168,8 @@ class Call:
             request_id=self.request_id,
             stream=self.stream,
             responses=self.responses,
+            batched=self.batched,
+            queue_s=self.queue_s,
         )
 
 
