@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from inferkit import InferenceRequest, InferenceResponse, Model, ModelSettings, ResponseOutput
+from inferkit import (
+    InferenceRequest,
+    InferenceResponse,
+    Model,
+    ModelSettings,
+    RequestInput,
+    ResponseOutput,
+)
 from inferkit.codecs import StringCodec, decode_tensor, encode_tensor
 from inferkit.settings import ModelParameters
 
@@ -98,3 +105,50 @@ def _words(text: str) -> ResponseOutput:
 def text_request(text: str, id: str | None = None) -> InferenceRequest:
     """A request with one BYTES input ``text`` holding ``text``."""
     return InferenceRequest(id=id, inputs=[StringCodec.encode_input("text", [text])])
+
+
+class BatchRecorder(Model):
+    """A model for batching: ``y`` is its FP64 input ``x`` doubled and ``batch`` (INT64, one per
+    row) the rows of the batch it ran in. Records the first column of each batch it is given,
+    takes ``cost`` seconds of the loop's clock per call, raises ``fail`` if set and answers
+    ``rows_out`` rows if set (a model that cannot batch)."""
+
+    def __init__(self, settings: ModelSettings, cost: float = 0.0) -> None:
+        super().__init__(settings)
+        self.cost = cost
+        self.batches: list[list[float]] = []
+        self.fail: Exception | None = None
+        self.unloaded_after: int | None = None
+        self.rows_out: int | None = None
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = payload.inputs[0]
+        data = np.asarray(x.data, dtype=np.float64).reshape(x.shape)
+        self.batches.append([float(v) for v in data[:, 0]])
+        if self.cost:
+            await asyncio.sleep(self.cost)
+        if self.fail is not None:
+            raise self.fail
+        rows = len(data) if self.rows_out is None else self.rows_out
+        return InferenceResponse(
+            model_name=self.name,
+            parameters={"seen": len(self.batches)},
+            outputs=[
+                encode_tensor("y", data[:rows] * 2),
+                encode_tensor("batch", np.full(rows, len(data), dtype=np.int64)),
+            ],
+        )
+
+    async def unload(self) -> bool:
+        self.unloaded_after = len(self.batches)
+        return True
+
+
+def rows_request(*rows: float, width: int = 2, id: str | None = None) -> InferenceRequest:
+    """A request whose FP64 input ``x`` has ``len(rows)`` rows of ``width`` columns; row i is
+    all ``rows[i]``."""
+    data = [value for value in rows for _ in range(width)]
+    return InferenceRequest(
+        id=id,
+        inputs=[RequestInput(name="x", shape=[len(rows), width], datatype="FP64", data=data)],
+    )
