@@ -12,12 +12,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Coroutine, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Iterable,
+)
 from typing import TYPE_CHECKING, Any, cast
 
 from . import codecs as _codecs
 from ._version import __version__
-from .admission import Feed, batch_size, check_inputs, closing, complete, stamp
+from .admission import Feed, batch_size, check_inputs, closing, complete, scheduling, stamp
+from .batching import Batched, BatchingModel, batching_enabled
 from .errors import (
     InferenceFailed,
     InferenceTimeout,
@@ -31,7 +39,7 @@ from .logs import access_listener
 from .metrics import MetricStore
 from .model import Model, ModelProtocol, StreamingModel, has_own_stream
 from .pipeline import Call, CallHook, Exchange, Pipeline, Refuse
-from .registry import ModelFactory, Registry, Slot
+from .registry import Registry, Slot
 from .settings import ModelSettings, Settings
 from .statistics import ModelStatisticsResponse, Statistics
 from .types import (
@@ -98,37 +106,58 @@ class Server:
     def add(self, model: ModelProtocol | ModelSettings) -> None:
         """Add a model instance or the settings of one (not loaded until :meth:`load`)."""
         if isinstance(model, ModelSettings):
-            self._registry.add(model, self._factory_for(model))
+            self._registry.add(model, self._build)
             return
         if isinstance(model, Model):
             model.codecs = self.codecs
             self.metrics.attach(model.metrics)
         instance = model
-        self._registry.add(model.settings, lambda _settings: instance)
+        self._registry.add(model.settings, lambda settings: self._batching(settings, instance))
 
-    def _factory_for(self, settings: ModelSettings) -> ModelFactory:
-        def build(settings: ModelSettings) -> ModelProtocol:
-            workers = settings.parallel_workers
-            if workers is None:
-                workers = self.settings.parallel_workers
-            if workers > 0:
-                from .parallel import ParallelModel
-
-                parallel = ParallelModel(
-                    settings, workers=workers, server_settings=self.settings, codecs=self.codecs
+    def _batching(self, settings: ModelSettings, model: ModelProtocol) -> ModelProtocol:
+        """``model``, in a :class:`BatchingModel` if its settings turn batching on."""
+        if not batching_enabled(settings):
+            if settings.max_batch_size > 1 or settings.max_batch_time > 0:
+                log.warning(
+                    "Model '%s': batching is off (it needs max_batch_size above 1 and "
+                    "max_batch_time above 0; got %s and %s)",
+                    settings.name,
+                    settings.max_batch_size,
+                    settings.max_batch_time,
                 )
-                self.metrics.attach(parallel.metrics)
-                return parallel
-            from .repository import resolve_implementation
-
-            cls = resolve_implementation(settings)
-            model: ModelProtocol = cls(settings)
-            if isinstance(model, Model):
-                model.codecs = self.codecs
-                self.metrics.attach(model.metrics)
             return model
+        return BatchingModel(
+            model,
+            max_batch_size=settings.max_batch_size,
+            max_batch_time=settings.max_batch_time,
+            on_batch=self._pipeline.emit,
+        )
 
-        return build
+    def _build(self, settings: ModelSettings) -> ModelProtocol:
+        """A new model for ``settings`` (the registry's factory): the model class's instance, or
+        a proxy of worker processes running it, batching if the settings say so."""
+        return self._batching(settings, self._create(settings))
+
+    def _create(self, settings: ModelSettings) -> ModelProtocol:
+        workers = settings.parallel_workers
+        if workers is None:
+            workers = self.settings.parallel_workers
+        if workers > 0:
+            from .parallel import ParallelModel
+
+            parallel = ParallelModel(
+                settings, workers=workers, server_settings=self.settings, codecs=self.codecs
+            )
+            self.metrics.attach(parallel.metrics)
+            return parallel
+        from .repository import resolve_implementation
+
+        cls = resolve_implementation(settings)
+        model: ModelProtocol = cls(settings)
+        if isinstance(model, Model):
+            model.codecs = self.codecs
+            self.metrics.attach(model.metrics)
+        return model
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every event (inference finished, model loaded, ...)."""
@@ -471,13 +500,17 @@ class Server:
     async def _predict(
         self, model: ModelProtocol, request: InferenceRequest, slot: Slot, call: Call
     ) -> InferenceResponse:
-        timeout = self._timeout(call, slot)
+        requested, priority = scheduling(request)
+        timeout = self._timeout(call, slot, requested)
         started = time.perf_counter()
+        work: Coroutine[Any, Any, InferenceResponse]
+        if isinstance(model, BatchingModel):
+            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+            work = _from_batch(model.submit(request, deadline=deadline, priority=priority), call)
+        else:
+            work = model.predict(request)
         try:
-            if timeout is None:
-                response = await model.predict(request)
-            else:
-                response = await asyncio.wait_for(model.predict(request), timeout)
+            response = await (work if timeout is None else asyncio.wait_for(work, timeout))
         except InferkitError:
             raise
         except asyncio.TimeoutError:
@@ -486,13 +519,17 @@ class Server:
             ) from None
         except Exception:
             raise _model_failed(slot, "predict") from None
-        call.compute_s += time.perf_counter() - started
+        if not call.batched:
+            call.compute_s += time.perf_counter() - started
         return response
 
-    def _timeout(self, call: Call, slot: Slot) -> float | None:
-        """Seconds the model may take: ``inference_timeout``, or less if the client's deadline
-        comes first (a request whose deadline already passed does not run)."""
+    def _timeout(self, call: Call, slot: Slot, requested: float | None) -> float | None:
+        """Seconds the model may take: ``inference_timeout``, or less if the request's own
+        ``timeout`` or the client's deadline comes first (a request whose deadline already
+        passed does not run)."""
         timeout = self.settings.inference_timeout
+        if requested is not None:
+            timeout = requested if timeout is None else min(timeout, requested)
         remaining = call.remaining()
         if remaining is None:
             return timeout
@@ -501,6 +538,16 @@ class Server:
                 f"The request's deadline passed before model '{slot.name}' could run it"
             )
         return remaining if timeout is None else min(timeout, remaining)
+
+
+async def _from_batch(batched: Awaitable[Batched], call: Call) -> InferenceResponse:
+    """The response of a request answered from a batch; ``call`` learns the wait and the
+    batch's compute time."""
+    answer = await batched
+    call.batched = True
+    call.queue_s += answer.queued_s
+    call.compute_s += answer.compute_s
+    return answer.response
 
 
 def _model_failed(slot: Slot, method: str) -> InferenceFailed:

@@ -1,15 +1,18 @@
 """Triton's statistics extension, computed from the core's events.
 
 ``Statistics`` is a listener (``server.add_listener(stats)``) that sums ``InferenceFinished``
-events per model version; :meth:`Statistics.report` answers Triton's
-``GET v2/models[/{name}[/versions/{version}]]/stats`` with the same JSON shape (the Structs
-below mirror the ``ModelStatistics*`` messages of the gRPC proto field for field), so
-``tritonclient``'s ``get_inference_statistics()`` and perf_analyzer read it unchanged.
+events per model version (and ``BatchFinished`` events, a batching model's executions);
+:meth:`Statistics.report` answers Triton's ``GET v2/models[/{name}[/versions/{version}]]/stats``
+with the same JSON shape (the Structs below mirror the ``ModelStatistics*`` messages of the
+gRPC proto field for field), so ``tritonclient``'s ``get_inference_statistics()`` and
+perf_analyzer read it unchanged.
 
 What the core measures maps onto Triton's phases as follows: ``compute_infer`` is the time in
-the model's ``predict``; ``queue`` is the rest of the request (validation and encoding in the
-core, and the wait for a batch once batching exists); ``compute_input`` and ``compute_output``
-are counted with 0 ns, because decoding and encoding happen inside ``predict`` (``decode_args``).
+the model's ``predict`` (for a request of a batching model, its batch's ``predict``);
+``queue`` is the rest of the request (validation and encoding in the core, and the wait for a
+batch); ``compute_input`` and ``compute_output`` are counted with 0 ns, because decoding and
+encoding happen inside ``predict`` (``decode_args``). A batching model's ``execution_count``
+and ``batch_stats`` count its batches, by rows, as Triton's do.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import msgspec
 
 from .errors import ModelNotFound
-from .events import Event, InferenceFinished
+from .events import BatchFinished, Event, InferenceFinished
 from .types import RepositoryIndexResponseItem
 
 __all__ = [
@@ -146,7 +149,8 @@ class _Model:
 
 
 class Statistics:
-    """Per-model-version statistics from ``InferenceFinished`` events; add it as a listener.
+    """Per-model-version statistics from ``InferenceFinished`` and ``BatchFinished`` events;
+    add it as a listener.
 
     ``clock`` gives the wall-clock time in seconds for ``last_inference``.
     """
@@ -156,11 +160,13 @@ class Statistics:
         self._models: dict[tuple[str, str], _Model] = {}
 
     def __call__(self, event: Event) -> None:
+        if type(event) is BatchFinished:
+            if event.ok:
+                self._executed(self._model(event.model, event.version), event.rows, event.compute_s)
+            return
         if type(event) is not InferenceFinished or not event.found:
             return
-        model = self._models.get((event.model, event.version))
-        if model is None:
-            model = self._models[event.model, event.version] = _Model()
+        model = self._model(event.model, event.version)
         model.last_inference_ms = int(self._clock() * 1000)
         total_ns = _ns(event.duration_s)
         if not event.ok:
@@ -171,11 +177,22 @@ class Statistics:
         model.queue.add(max(total_ns - compute_ns, 0))
         model.compute.add(compute_ns)
         model.inference_count += event.batch_size
+        if not event.batched:  # a batch's execution is its own BatchFinished
+            self._executed(model, event.batch_size, event.compute_s)
+
+    def _model(self, name: str, version: str) -> _Model:
+        model = self._models.get((name, version))
+        if model is None:
+            model = self._models[name, version] = _Model()
+        return model
+
+    @staticmethod
+    def _executed(model: _Model, batch_size: int, compute_s: float) -> None:
         model.execution_count += 1
-        batch = model.batches.get(event.batch_size)
+        batch = model.batches.get(batch_size)
         if batch is None:
-            batch = model.batches[event.batch_size] = _Sum()
-        batch.add(compute_ns)
+            batch = model.batches[batch_size] = _Sum()
+        batch.add(_ns(compute_s))
 
     def report(
         self,

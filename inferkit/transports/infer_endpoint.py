@@ -448,8 +448,12 @@ def _answer(
 
 
 def _server_timing(call: Call) -> bytes:
-    # "queue" is everything but predict (reading, decoding, validation, encoding) until
-    # batching measures the real wait; milliseconds.
+    # Milliseconds. "queue" is everything but predict (reading, decoding, validation, encoding
+    # and, for a batching model, the wait for a batch); "batch" is that wait alone; "compute" is
+    # predict (a batch's, for a batching model).
     total_ms = (time.perf_counter() - call.started) * 1000
     compute_ms = call.compute_s * 1000
-    return f"queue;dur={max(total_ms - compute_ms, 0.0):.3f}, compute;dur={compute_ms:.3f}".encode()
+    timing = f"queue;dur={max(total_ms - compute_ms, 0.0):.3f}, compute;dur={compute_ms:.3f}"
+    if call.batched:
+        timing += f", batch;dur={call.queue_s * 1000:.3f}"
+    return timing.encode()

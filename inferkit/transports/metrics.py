@@ -3,7 +3,8 @@
 The app owns a prometheus-client ``CollectorRegistry`` (never the global one), so two servers in
 one process, or two tests, never see each other's numbers and need no cleanup. It is fed by:
 
-- the core's events (``server.add_listener``): inference requests, latency, compute time;
+- the core's events (``server.add_listener``): inference requests, latency, compute time,
+  and a batching model's batch sizes and queue time;
 - the server's metric store (``server.metrics``, read at scrape time): the transports' request
   metrics (recorded by :func:`instrument_rest_app` and the gRPC service) and the custom metrics
   of model code;
@@ -39,7 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..events import Event, InferenceFinished
+from ..events import BatchFinished, Event, InferenceFinished
 from ..metrics import DEFAULT_BUCKETS, HistogramSample, MetricStore, RequestMetrics
 from ..server import Server
 from ..settings import Settings
@@ -50,6 +51,9 @@ __all__ = ["create_metrics_app", "instrument_rest_app", "metrics_service"]
 log = logging.getLogger("inferkit.metrics")
 
 _MODEL = ("model", "version")
+
+# Rows per batch: powers of two up to well past any ``max_batch_size`` seen in practice.
+_BATCH_BUCKETS = tuple(float(2**i) for i in range(11))
 
 
 def create_metrics_app(
@@ -82,7 +86,8 @@ def create_metrics_app(
 
 
 class _InferenceMetrics:
-    """Listener turning ``InferenceFinished`` events into counters and histograms."""
+    """Listener turning ``InferenceFinished`` and ``BatchFinished`` events into counters and
+    histograms."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = PromCounter(
@@ -111,6 +116,20 @@ class _InferenceMetrics:
             _MODEL,
             registry=registry,
         )
+        self.batch_rows = PromHistogram(
+            "inferkit_batch_size",
+            "Rows in each batch a batching model ran (every request of the batch together)",
+            _MODEL,
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.batch_queue = PromHistogram(
+            "inferkit_batch_queue_duration_seconds",
+            "Seconds a request of a batching model waited for its batch to start",
+            _MODEL,
+            buckets=DEFAULT_BUCKETS,
+            registry=registry,
+        )
         # The labelled children of each model version and outcome, looked up once: ``labels()``
         # locks and checks on every call, three times per request. Made on first use only (an
         # "OK" series must not appear for a model that never answered), and bounded by the
@@ -118,6 +137,9 @@ class _InferenceMetrics:
         self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
 
     def __call__(self, event: Event) -> None:
+        if type(event) is BatchFinished:
+            self.batch_rows.labels(event.model, event.version).observe(event.rows)
+            return
         if type(event) is not InferenceFinished or not event.found:
             return
         key = (event.model, event.version, event.code or "OK")
@@ -136,6 +158,8 @@ class _InferenceMetrics:
             compute.observe(event.compute_s)
         if event.stream and event.responses:
             self.stream_responses.labels(event.model, event.version).inc(event.responses)
+        if event.batched:
+            self.batch_queue.labels(event.model, event.version).observe(event.queue_s)
 
 
 async def _count_models(server: Server, gauge: PromGauge) -> None:
