@@ -109,7 +109,10 @@ class ModelSettings(msgspec.Struct, kw_only=True, omit_defaults=True):
     parameters: ModelParameters | None = None
     #: Worker processes for this model; None inherits the server's ``parallel_workers``.
     parallel_workers: int | None = None
+    #: Rows a batch may hold; with ``max_batch_time``, above 1 turns batching on
+    #: (``docs/batching.md``).
     max_batch_size: int = 0
+    #: Seconds a batch may wait for more requests; above 0 (with ``max_batch_size``) batches.
     max_batch_time: float = 0.0
     #: The folder the settings file was found in; relative URIs resolve against it.
     folder: str | None = None

@@ -15,8 +15,9 @@ The rules:
 - A batch is the longest run of joinable entries, in that order, whose rows fit in
   ``max_rows``. It is *closed* (runs as soon as the driver has a free instance) when it cannot
   grow (full, or the next joinable entry does not fit), when its oldest entry has waited
-  ``max_wait`` seconds, or when one of its entries would miss its deadline by waiting longer
-  (its deadline less the time a batch is expected to take).
+  ``max_wait`` seconds, when no entry has joined it for ``idle`` seconds (requests stopped
+  coming: waiting on would only add latency), or when one of its entries would miss its
+  deadline by waiting longer (its deadline less the time a batch is expected to take).
 - An entry whose deadline has passed never runs: :meth:`BatchQueue.expire` hands it back.
 """
 
@@ -65,15 +66,17 @@ class _Candidate(Generic[_T]):
 class BatchQueue(Generic[_T]):
     """Waiting entries and the batching rules (see the module docstring).
 
-    ``max_rows`` bounds a batch's rows (a single entry larger than that runs alone) and
-    ``max_wait`` is how long (seconds of the driver's clock) a batch may wait to grow.
+    ``max_rows`` bounds a batch's rows (a single entry larger than that runs alone),
+    ``max_wait`` is how long (seconds of the driver's clock) a batch may wait to grow, and
+    ``idle`` (if given) how long it waits for its next entry.
     """
 
-    def __init__(self, max_rows: int, max_wait: float) -> None:
+    def __init__(self, max_rows: int, max_wait: float, idle: float | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.max_rows = max_rows
         self.max_wait = max_wait
+        self.idle = idle
         self._entries: list[Entry[_T]] = []
         self._seq = itertools.count()
 
@@ -137,9 +140,12 @@ class BatchQueue(Generic[_T]):
         return list(batches.values())
 
     def _closes_at(self, candidate: _Candidate[_T], estimate: float) -> float:
-        oldest = min(e.arrived for e in candidate.entries)
-        deadlines = [e.deadline - estimate for e in candidate.entries if e.deadline is not None]
-        return min([oldest + self.max_wait, *deadlines])
+        arrivals = [e.arrived for e in candidate.entries]
+        times = [e.deadline - estimate for e in candidate.entries if e.deadline is not None]
+        times.append(min(arrivals) + self.max_wait)
+        if self.idle is not None:
+            times.append(max(arrivals) + self.idle)
+        return min(times)
 
 
 def _order(entry: Entry[Any]) -> tuple[int, int]:

@@ -26,8 +26,10 @@ def entry(
     return Entry(item, rows=rows, key=key, arrived=arrived, deadline=deadline, level=level)
 
 
-def queue(*entries: Entry[str], max_rows: int = 10, max_wait: float = 1.0) -> BatchQueue[str]:
-    q: BatchQueue[str] = BatchQueue(max_rows, max_wait)
+def queue(
+    *entries: Entry[str], max_rows: int = 10, max_wait: float = 1.0, idle: float | None = None
+) -> BatchQueue[str]:
+    q: BatchQueue[str] = BatchQueue(max_rows, max_wait, idle)
     for e in entries:
         q.push(e)
     return q
@@ -123,6 +125,26 @@ def test_the_oldest_entry_decides_even_if_it_arrived_later_in_order() -> None:
     q = queue(entry("old", arrived=0.0), entry("urgent", arrived=0.75, level=1), max_wait=1.0)
     assert q.take(0.9) is None
     assert names(q.take(1.0)) == ["urgent", "old"]
+
+
+def test_a_batch_nobody_joined_for_idle_seconds_closes_before_max_wait() -> None:
+    q = queue(entry("a", arrived=0.0), entry("b", arrived=0.2), max_wait=1.0, idle=0.25)
+    assert q.wake_at() == 0.45  # the newest entry decides
+    assert q.take(0.44) is None
+    assert names(q.take(0.45)) == ["a", "b"]
+
+
+def test_idle_is_counted_per_kind_of_entry() -> None:
+    q = queue(entry("a", key="k"), entry("b", key="j", arrived=0.25), max_wait=1.0, idle=0.125)
+    assert names(q.take(0.125)) == ["a"]  # b, of another kind, does not keep a's batch open
+    assert q.take(0.3) is None
+    assert names(q.take(0.375)) == ["b"]
+
+
+def test_max_wait_still_bounds_a_batch_that_keeps_growing() -> None:
+    q = queue(*(entry(str(i), arrived=i * 0.1) for i in range(8)), max_wait=0.5, idle=0.15)
+    assert q.wake_at() == 0.5
+    assert names(q.take(0.5)) == [str(i) for i in range(8)]
 
 
 def test_a_full_batch_closes_at_once() -> None:

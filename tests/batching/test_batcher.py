@@ -56,16 +56,40 @@ def test_a_full_batch_runs_at_once_and_each_caller_gets_its_own_rows() -> None:
 
 
 def test_a_batch_that_does_not_fill_runs_after_max_batch_time() -> None:
-    batcher, model = batching(size=8, wait=0.25)
+    batcher, model = batching(size=8, wait=0.25, idle=None)
 
     async def main() -> list[Batched]:
-        return list(
-            await asyncio.gather(batcher.submit(rows_request(1)), batcher.submit(rows_request(2)))
-        )
+        first = asyncio.ensure_future(batcher.submit(rows_request(1)))
+        await asyncio.sleep(0.2)
+        return list(await asyncio.gather(first, batcher.submit(rows_request(2))))
 
     answers = run(main())
     assert model.batches == [[1, 2]]
-    assert [a.queued_s for a in answers] == [0.25, 0.25]
+    assert [a.queued_s for a in answers] == [0.25, pytest.approx(0.05)]
+
+
+def test_a_batch_no_request_joins_for_idle_seconds_runs_before_max_batch_time() -> None:
+    batcher, model = batching(size=8, wait=1.0, idle=0.03)
+
+    async def main() -> list[Batched]:
+        calls = []
+        for i in range(3):  # 0.02 apart: each joins before the batch is idle for 0.03
+            calls.append(asyncio.ensure_future(batcher.submit(rows_request(i))))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        calls.append(asyncio.ensure_future(batcher.submit(rows_request(3))))
+        return list(await asyncio.gather(*calls))
+
+    answers = run(main())
+    assert model.batches == [[0, 1, 2], [3]]
+    # The batch closed 0.03 after its last request came, at 0.07; not at 1.0.
+    assert [a.queued_s for a in answers] == pytest.approx([0.07, 0.05, 0.03, 0.03])
+
+
+def test_idle_is_an_eighth_of_max_batch_time_by_default() -> None:
+    batcher, _ = batching(size=8, wait=0.4)
+    answer = run(batcher.submit(rows_request(1)))
+    assert answer.queued_s == pytest.approx(0.05)
 
 
 def test_requests_of_several_rows_share_a_batch_and_get_their_rows_back() -> None:
@@ -137,7 +161,7 @@ def test_scalar_inputs_are_not_batched() -> None:
 
 def test_while_the_model_is_busy_the_next_batch_keeps_growing() -> None:
     model = BatchRecorder(ModelSettings(name="rec"), cost=0.05)
-    batcher, _ = batching(model, size=32, wait=MAX_WAIT)
+    batcher, _ = batching(model, size=32, wait=MAX_WAIT, idle=None)
 
     async def main() -> list[Batched]:
         first = asyncio.ensure_future(batcher.submit(rows_request(0)))
