@@ -34,7 +34,7 @@ from benchlib.answers import AnswerError
 from benchlib.drivers import Driver, drivers
 from benchlib.loaders import LoadError, LoadResult
 from benchlib.mlserver_env import ensure_mlserver
-from benchlib.repositories import build_artifacts
+from benchlib.repositories import SOURCE_MODELS, build_artifacts
 from benchlib.results import Results, Run, Startup, median
 from benchlib.scenarios import SCENARIOS, TRANSPORT_NAMES, Request, Scenario, build_requests
 from benchlib.servers import (
@@ -58,6 +58,9 @@ MLSERVER_BASE = "mlserver-pw0"
 FLOOR_RUNS = 3
 #: inferkit's built-in runtime for each model that needs one.
 RUNTIMES = {"digits-svc": "inferkit.runtimes.sklearn", "digits-xgb": "inferkit.runtimes.xgboost"}
+#: The adaptive batching models (a 5 ms busy model, batching on and off): the servers that load
+#: models serve them; the bare apps do not (a fixed reply says nothing about batching).
+BATCH_MODELS = ("batch-on", "batch-off")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -153,7 +156,7 @@ class Bench:
         built = build_artifacts(
             sys.executable, self.work / "artifacts", self.logs / "artifacts.log"
         )
-        models = ["sum", *self._digits_models(built)]
+        models = ["sum", *self._digits_models(built), *BATCH_MODELS]
         requests = build_requests(built).items()
         self.requests = {key: r for key, r in requests if r.payload.model in models}
         self.drivers, missing = drivers(self.work, self.args.python_loader, machine.wrk_version())
@@ -177,16 +180,17 @@ class Bench:
         if "inferkit-uvicorn" in wanted:
             self.specs.append(lineup.embedded_spec(self.work, models, version))
         self.specs += self._mlserver_specs(models, [k for k in wanted if k.startswith("mlserver")])
+        bare = {k: r for k, r in self.requests.items() if r.payload.model not in BATCH_MODELS}
         if "starlette-bare" in wanted:
-            self.specs.append(lineup.bare_spec(self.work, self.requests))
+            self.specs.append(lineup.bare_spec(self.work, bare))
         if "starlette-v2" in wanted:
             self.specs.append(lineup.minimal_v2_spec())
         if "uvicorn-bare" in wanted:
-            self.specs.append(lineup.bare_spec(self.work, self.requests, server="uvicorn"))
+            self.specs.append(lineup.bare_spec(self.work, bare, server="uvicorn"))
         if "uvicorn-v2" in wanted:
             self.specs.append(lineup.minimal_v2_spec(server="uvicorn"))
         if "grpclib-bare" in wanted and "grpc" in self.drivers:
-            self.specs.append(lineup.bare_grpc_spec(self.work, self.requests))
+            self.specs.append(lineup.bare_grpc_spec(self.work, bare))
 
     def _baseline_spec(self, revision: str, models: list[str]) -> ServerSpec:
         """inferkit as of ``revision``: its package, from ``git archive``, imported ahead of
@@ -208,7 +212,7 @@ class Bench:
 
     def _add_floor(self, floor: Floor) -> None:
         """Measure ``floor`` at start-up, unless there is no artefact to load."""
-        if any(model != "sum" for model in floor.models):
+        if any(model not in SOURCE_MODELS for model in floor.models):
             self.floors.append(floor)
             return
         why = "no artefact was built"
@@ -261,7 +265,7 @@ class Bench:
         out, log = self.work / "artifacts-mlserver", self.logs / "artifacts-mlserver.log"
         built = build_artifacts(str(env.python), out, log)
         expected = {m: tuple(built[m]["predict"]) for m in models if "predict" in built.get(m, {})}
-        missing = [m for m in models if m != "sum" and m not in expected]
+        missing = [m for m in models if m not in SOURCE_MODELS and m not in expected]
         if missing:
             self.results.note(f"MLServer's venv could not build {', '.join(missing)} (see {log})")
         served = [m for m in models if m not in missing]

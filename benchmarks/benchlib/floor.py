@@ -1,13 +1,14 @@
 """The model libraries alone, no server: ``python floor.py ARTIFACTS_DIR MODEL...``.
 
 Run by the harness with *each* server's interpreter, pinned to the server CPU like the servers.
-It imports what the served models need (numpy for ``sum``; joblib, which unpickles the
-scikit-learn SVC and so imports scikit-learn; xgboost, which imports scikit-learn, SciPy and
-pandas itself) and loads the same artefacts the servers load, from ``ARTIFACTS_DIR/<model>/``,
-as the servers' runtimes do (``joblib.load``; ``XGBClassifier().load_model`` on the file's
-bytes). Then it prints one line, ``ready`` and the models as JSON, and waits until its stdin
-closes or it is killed. The harness takes the time from spawn to that line and the RSS at that
-moment: the *floor* under any server's start-to-ready time and idle RSS with these models.
+It imports what the served models need (numpy for ``sum`` and the batching models; joblib,
+which unpickles the scikit-learn SVC and so imports scikit-learn; xgboost, which imports
+scikit-learn, SciPy and pandas itself) and loads the same artefacts the servers load, from
+``ARTIFACTS_DIR/<model>/``, as the servers' runtimes do (``joblib.load``;
+``XGBClassifier().load_model`` on the file's bytes). Then it prints one line, ``ready`` and the
+models as JSON, and waits until its stdin closes or it is killed. The harness takes the time
+from spawn to that line and the RSS at that moment: the *floor* under any server's
+start-to-ready time and idle RSS with these models.
 
 Like ``artifacts.py``, it imports nothing from the harness: MLServer's interpreter runs it too.
 """
@@ -19,14 +20,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+#: Models written from source that need numpy only (no artefact to load).
+NUMPY_ONLY = ("sum", "batch-on", "batch-off")
+
 
 def load_models(artifacts: Path, models: list[str]) -> dict[str, Any]:
     """Import the libraries and load each model's artefact; returns the loaded models."""
     import numpy  # the sum model's only library (and every other one's)
 
-    loaded: dict[str, Any] = {"sum": numpy.zeros(1)}
+    loaded: dict[str, Any] = {}
     for name in models:
-        if name == "sum":
+        if name in NUMPY_ONLY:
+            loaded[name] = numpy.zeros(1)
             continue
         if name == "digits-svc":
             import joblib

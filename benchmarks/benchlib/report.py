@@ -8,10 +8,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .repositories import FIXED_COST_S, MAX_BATCH_SIZE, MAX_BATCH_TIME_S, PER_ROW_COST_S
 from .results import Cell, Results, Startup
-from .scenarios import TRANSPORT_NAMES
+from .scenarios import BATCH_PAIRS, TRANSPORT_NAMES, BatchPair
 
-__all__ = ["header", "markdown", "write_chart"]
+__all__ = ["batching_table", "header", "markdown", "write_chart"]
+
+#: Issue #13's targets for adaptive batching, checked on REST: requests/s at c=32 with batching
+#: on over off, and over MLServer's with batching on; p99 at c=1 with batching on at most
+#: max_batch_time plus the model's time for one row.
+BATCH_ON_OFF_TARGET = 3.0
+BATCH_VS_MLSERVER_TARGET = 1.5
+BATCH_P99_BOUND_MS = 1000 * (MAX_BATCH_TIME_S + FIXED_COST_S + PER_ROW_COST_S)
 
 _MB = 1024 * 1024
 _COLOURS = {
@@ -123,7 +131,8 @@ def markdown(
     ceilings: Sequence[str],
     own_ceilings: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
-    """The results as markdown: throughput table, start-up table and notes.
+    """The results as markdown: throughput table, adaptive batching table (when its scenarios
+    ran), start-up table and notes.
 
     *vs bare* divides by the first of ``ceilings`` that ran the scenario (one per transport),
     or, for a server in ``own_ceilings``, by the first of its own (uvicorn's, for the servers
@@ -174,6 +183,7 @@ def markdown(
             f" {mlserver}'s requests/s in {results.scenario_labels.get(other, other)}; {mlserver}"
             f" did not run this scenario{why}.",
         ]
+    lines += batching_table(results, mlserver)
     lines += ["", *_startup_table(results, mlserver)]
     if results.notes:
         lines += ["", "Notes:", "", *(f"- {note}" for note in results.notes)]
@@ -205,6 +215,103 @@ def _cell_row(
         _mb(cell.peak_rss),
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _figure(results: Results, scenario: str | None, server: str, what: str) -> float | None:
+    """``what`` ("rps", "p50_ms", "p99_ms") of a cell that ran, else None."""
+    cell = results.cells.get((scenario or "", server))
+    if cell is None or cell.skipped is not None:
+        return None
+    value: float | None = getattr(cell, what)
+    return value
+
+
+def _batch_servers(results: Results, pair: BatchPair) -> list[str]:
+    keys = {pair.on, pair.off, pair.on_c1, pair.off_c1}
+    servers: list[str] = []
+    for scenario, server in results.cells:
+        if scenario in keys and server not in servers:
+            servers.append(server)
+    return servers
+
+
+def _ms2(value: float | None) -> str:
+    # Two decimals at any size: the c=1 latencies are read against a bound of 15.02 ms.
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _met(value: float | None, target: float, at_least: bool) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if (value >= target if at_least else value <= target) else "NOT met"
+
+
+def batching_table(results: Results, mlserver: str | None) -> list[str]:
+    """The *Adaptive batching* table (with a blank line first), or nothing when no batching
+    scenario ran: per transport and server, requests/s at c=32 with batching on and off, their
+    ratio, the ratio to MLServer's, and the latency at c=1; then issue #13's targets, checked for
+    each subject on REST."""
+    rows: list[str] = []
+    targets: list[str] = []
+    for pair in BATCH_PAIRS:
+        transport = TRANSPORT_NAMES.get(pair.transport, pair.transport)
+        for server in _batch_servers(results, pair):
+            on, off = (_figure(results, key, server, "rps") for key in (pair.on, pair.off))
+            base_on = _figure(results, pair.on, mlserver, "rps") if mlserver else None
+            base_off = _figure(results, pair.off, mlserver, "rps") if mlserver else None
+            latency = [
+                _figure(results, key, server, what)
+                for key in (pair.on_c1, pair.off_c1)
+                for what in ("p50_ms", "p99_ms")
+            ]
+            cells = [transport, server, _rate(on), _rate(off), _ratio(on, off)]
+            cells += [_ratio(on, base_on), _ratio(off, base_off), *map(_ms2, latency)]
+            rows.append("| " + " | ".join(cells) + " |")
+            role = results.startups[server].role if server in results.startups else ""
+            if pair.transport == "rest" and role == "subject":
+                targets.append(_batch_targets(server, on, off, base_on, latency[1]))
+            transport = ""
+    if not rows:
+        return []
+    vs = f"{mlserver}'s" if mlserver else "MLServer's (none ran)"
+    lines = [
+        "",
+        "Adaptive batching: one row per request to a model that busy-waits"
+        f" {FIXED_COST_S * 1000:g} ms plus {PER_ROW_COST_S * 1e6:g} us per row per call,"
+        f" with batching on (`max_batch_size` {MAX_BATCH_SIZE}, `max_batch_time`"
+        f" {MAX_BATCH_TIME_S * 1000:g} ms) and off; the same model file and settings on every"
+        " server. Requests/s at c=32; *on / off* divides the two; *vs MLServer* divides by"
+        f" {vs} with batching the same; latency at c=1 (REST).",
+        "",
+        "| Transport | Server | on req/s | off req/s | on / off | on vs MLServer"
+        " | off vs MLServer | c=1 on p50 ms | c=1 on p99 ms | c=1 off p50 ms | c=1 off p99 ms |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        *rows,
+    ]
+    if targets:
+        lines += [
+            "",
+            f"Targets (issue #13, REST): on / off >= {BATCH_ON_OFF_TARGET:g}x, on vs MLServer"
+            f" >= {BATCH_VS_MLSERVER_TARGET:g}x, c=1 p99 with batching on <="
+            f" {BATCH_P99_BOUND_MS:.2f} ms (`max_batch_time` + the model's time for one row).",
+            "",
+            *targets,
+        ]
+    return lines
+
+
+def _batch_targets(
+    server: str, on: float | None, off: float | None, base: float | None, p99: float | None
+) -> str:
+    on_off = on / off if on is not None and off else None
+    vs = on / base if on is not None and base else None
+    return (
+        f"- {server}: on / off {_ratio(on, off)}"
+        f" ({_met(on_off, BATCH_ON_OFF_TARGET, at_least=True)}),"
+        f" on vs MLServer {_ratio(on, base)}"
+        f" ({_met(vs, BATCH_VS_MLSERVER_TARGET, at_least=True)}),"
+        f" c=1 p99 {_ms2(p99)} ms ({_met(p99, BATCH_P99_BOUND_MS, at_least=False)})"
+    )
 
 
 def _over(value: float | None, floor: float | None) -> float | None:

@@ -11,6 +11,11 @@ body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by t
 little-endian bytes, the input carrying ``parameters.binary_data_size``, exactly as
 ``tritonclient.http`` builds it. It asks for its output as JSON (``binary_data: false``), so
 its answer is checked like every other one.
+
+The adaptive batching payloads send one row ([1, 4] FP32) to the ``batch-on`` / ``batch-off``
+models (5 ms plus 20 us per row of busy compute per call, ``repositories``); their scenarios come
+in pairs, the same load with batching on and off, which :data:`BATCH_PAIRS` names for the
+*Adaptive batching* table of the results.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BATCH_PAIRS",
     "PAYLOADS",
     "SCENARIOS",
     "TRANSPORT_NAMES",
+    "BatchPair",
     "Payload",
     "Request",
     "Scenario",
@@ -111,6 +118,8 @@ PAYLOADS: Mapping[str, Payload] = {
         Payload("digits-xgb", "digits-xgb", "digits XGBoost [1,64] FP32"),
         Payload("sum-1m", "sum", "sum [1,1000000] FP32", grpc_raw=True),
         Payload("sum-1m-binary", "sum", "sum [1,1000000] FP32 binary", binary=True),
+        Payload("batch-on", "batch-on", "5 ms model [1,4] FP32, batching on"),
+        Payload("batch-off", "batch-off", "5 ms model [1,4] FP32, batching off"),
     )
 }
 
@@ -138,6 +147,36 @@ SCENARIOS: Sequence[Scenario] = (
     Scenario("grpc-svc-c32", "grpc", "digits-svc", 32),
     Scenario("grpc-xgb-c32", "grpc", "digits-xgb", 32),
     Scenario("grpc-sum1m-c4", "grpc", "sum-1m", 4, timeout_s=60.0),
+    # Adaptive batching: one row per request to a model costing 5 ms + 20 us per row per call,
+    # with batching on (max_batch_size 32, max_batch_time 10 ms) and off; c=32 for throughput,
+    # c=1 for the latency batching adds when there is nothing to batch with.
+    Scenario("rest-batch-on-c32", "rest", "batch-on", 32),
+    Scenario("rest-batch-off-c32", "rest", "batch-off", 32),
+    Scenario("rest-batch-on-c1", "rest", "batch-on", 1),
+    Scenario("rest-batch-off-c1", "rest", "batch-off", 1),
+    Scenario("grpc-batch-on-c32", "grpc", "batch-on", 32),
+    Scenario("grpc-batch-off-c32", "grpc", "batch-off", 32),
+)
+
+
+@dataclass(frozen=True)
+class BatchPair:
+    """The batching scenarios of one transport, by key: c=32 with batching on and off, and the
+    c=1 pair (None where the transport has none)."""
+
+    transport: str
+    on: str
+    off: str
+    on_c1: str | None = None
+    off_c1: str | None = None
+
+
+#: The rows of the *Adaptive batching* table, one per transport.
+BATCH_PAIRS: Sequence[BatchPair] = (
+    BatchPair(
+        "rest", "rest-batch-on-c32", "rest-batch-off-c32", "rest-batch-on-c1", "rest-batch-off-c1"
+    ),
+    BatchPair("grpc", "grpc-batch-on-c32", "grpc-batch-off-c32"),
 )
 
 
@@ -186,8 +225,12 @@ def build_requests(artifacts: Mapping[str, Any]) -> dict[str, Request]:
     small = np.arange(1, 17, dtype=np.float32).reshape(1, 16) / np.float32(8)  # sum: 17
     large = np.random.default_rng(0).random((1, LARGE_ELEMENTS), dtype=np.float32)
     large_sum = (float(large.astype(np.float64).sum()),)
+    row = np.arange(1, 5, dtype=np.float32).reshape(1, 4) / np.float32(2)  # doubled: 1 2 3 4
+    doubled = tuple(float(value) for value in (row * 2).ravel())
     requests = {
         "sum-16": _request("sum-16", small, (float(small.sum()),)),
+        "batch-on": _request("batch-on", row, doubled),
+        "batch-off": _request("batch-off", row, doubled),
         # float32 accumulation (pairwise in numpy) drifts a little from the float64 sum.
         "sum-1m": _request("sum-1m", large, large_sum, 1e-4),
         "sum-1m-binary": _request("sum-1m-binary", large, large_sum, 1e-4),

@@ -31,7 +31,14 @@ DIGITS = {"digits-svc": {"input": [0.0] * 63 + [16.0], "predict": [7]}}
 
 def test_requests_carry_their_expected_answer() -> None:
     requests = build_requests({**DIGITS, "digits-xgb": {"error": "no xgboost"}})
-    assert sorted(requests) == ["digits-svc", "sum-16", "sum-1m", "sum-1m-binary"]
+    assert sorted(requests) == [
+        "batch-off",
+        "batch-on",
+        "digits-svc",
+        "sum-16",
+        "sum-1m",
+        "sum-1m-binary",
+    ]
     small = json.loads(requests["sum-16"].body)["inputs"][0]
     assert (small["shape"], small["datatype"], requests["sum-16"].expected) == (
         [1, 16],
