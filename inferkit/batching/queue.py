@@ -16,13 +16,15 @@ The rules:
   ``max_rows``. It is *closed* (runs as soon as the driver has a free instance) when it cannot
   grow (full, or the next joinable entry does not fit), when its oldest entry has waited
   ``max_wait`` seconds, when no entry has joined it for ``idle`` seconds (requests stopped
-  coming: waiting on would only add latency), or when one of its entries would miss its
+  coming: waiting on would only add latency; the driver may suspend this rule while it knows
+  more requests are on their way), or when one of its entries would miss its
   deadline by waiting longer (its deadline less the time a batch is expected to take).
 - An entry whose deadline has passed never runs: :meth:`BatchQueue.expire` hands it back.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -57,10 +59,31 @@ class Entry(Generic[_T]):
 
 @dataclass(eq=False)
 class _Candidate(Generic[_T]):
+    """The next batch of one kind: the longest prefix of its entries that fits."""
+
     entries: list[Entry[_T]]
     rows: int
     #: It cannot grow: running it now loses nothing.
-    full: bool = False
+    full: bool
+    oldest: float
+    newest: float
+    deadline: float | None
+
+    def add(self, entry: Entry[_T], max_rows: int) -> bool:
+        """Grow by ``entry`` if it fits (else the batch is full); whether it joined."""
+        if self.full:
+            return False
+        if self.rows + entry.rows > max_rows:
+            self.full = True  # the next one does not fit: it cannot grow
+            return False
+        self.entries.append(entry)
+        self.rows += entry.rows
+        self.full = self.rows >= max_rows
+        self.oldest = min(self.oldest, entry.arrived)
+        self.newest = max(self.newest, entry.arrived)
+        if entry.deadline is not None and (self.deadline is None or entry.deadline < self.deadline):
+            self.deadline = entry.deadline
+        return True
 
 
 class BatchQueue(Generic[_T]):
@@ -77,75 +100,121 @@ class BatchQueue(Generic[_T]):
         self.max_rows = max_rows
         self.max_wait = max_wait
         self.idle = idle
-        self._entries: list[Entry[_T]] = []
+        # The waiting entries of each kind (key), in (level, seq) order.
+        self._kinds: dict[Hashable, list[Entry[_T]]] = {}
+        # The next batch of each kind, kept up to date as entries arrive at the end of their
+        # kind (the common case), so a push costs O(1) and not a new look at every entry.
+        self._batches: dict[Hashable, _Candidate[_T]] = {}
+        self._count = 0
+        self._with_deadline = 0
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
     def push(self, entry: Entry[_T]) -> None:
         """Queue an entry."""
         entry.seq = next(self._seq)
-        self._entries.append(entry)
+        kind = self._kinds.setdefault(entry.key, [])
+        if kind and _order(entry) < _order(kind[-1]):
+            bisect.insort(kind, entry, key=_order)
+            self._batches.pop(entry.key, None)  # it may belong in the batch: rebuilt when asked
+        else:
+            kind.append(entry)
+            batch = self._batches.get(entry.key)
+            if batch is not None:
+                batch.add(entry, self.max_rows)
+        self._count += 1
+        self._with_deadline += entry.deadline is not None
 
     def remove(self, entry: Entry[_T]) -> bool:
         """Take an entry out (its caller went away); False if it is not waiting any more."""
-        try:
-            self._entries.remove(entry)
-        except ValueError:
+        kind = self._kinds.get(entry.key)
+        if kind is None or not any(e is entry for e in kind):
             return False
+        kind.remove(entry)  # entries compare by identity
+        self._forget(entry.key, [entry])
         return True
 
     def expire(self, now: float) -> list[Entry[_T]]:
         """Take out and return the entries whose deadline has passed."""
-        expired = [e for e in self._entries if e.deadline is not None and e.deadline <= now]
-        if expired:
-            self._entries = [e for e in self._entries if e not in expired]
+        if not self._with_deadline:
+            return []
+        expired: list[Entry[_T]] = []
+        for key, kind in list(self._kinds.items()):
+            gone = [e for e in kind if e.deadline is not None and e.deadline <= now]
+            if gone:
+                kind[:] = [e for e in kind if e not in gone]
+                self._forget(key, gone)
+                expired += gone
+        expired.sort(key=_order)
         return expired
 
-    def take(self, now: float, estimate: float = 0.0) -> list[Entry[_T]] | None:
+    def take(
+        self, now: float, estimate: float = 0.0, *, quiet: bool = True
+    ) -> list[Entry[_T]] | None:
         """The batch to run now, taken out of the queue, or ``None`` if every batch should
-        wait longer. ``estimate`` is the seconds a batch is expected to take (for deadlines).
+        wait longer. ``estimate`` is the seconds a batch is expected to take (for deadlines);
+        ``quiet`` false suspends the ``idle`` rule (the driver knows more requests are on
+        their way).
         Call :meth:`expire` first: an expired entry is not skipped here."""
-        for candidate in self._candidates():
-            if candidate.full or self._closes_at(candidate, estimate) <= now:
-                taken = {id(e) for e in candidate.entries}
-                self._entries = [e for e in self._entries if id(e) not in taken]
-                return candidate.entries
+        for key, batch in self._candidates():
+            if batch.full or self._closes_at(batch, estimate, quiet) <= now:
+                del self._kinds[key][: len(batch.entries)]  # a batch is a prefix of its kind
+                self._forget(key, batch.entries)
+                return batch.entries
         return None
 
-    def wake_at(self, estimate: float = 0.0, *, closing: bool = True) -> float | None:
+    def wake_at(
+        self, estimate: float = 0.0, *, closing: bool = True, quiet: bool = True
+    ) -> float | None:
         """The earliest time at which :meth:`take` (unless ``closing`` is false: no instance
         is free to run a batch) or :meth:`expire` has something to do without a new arrival;
-        ``None`` if nothing will."""
-        times = [e.deadline for e in self._entries if e.deadline is not None]
+        ``None`` if nothing will. ``estimate`` and ``quiet`` are as for :meth:`take`."""
+        times: list[float] = []
+        if self._with_deadline:
+            times += [e.deadline for k in self._kinds.values() for e in k if e.deadline is not None]
         if closing:
-            times += [self._closes_at(c, estimate) for c in self._candidates()]
+            times += [self._closes_at(b, estimate, quiet) for _, b in self._candidates()]
         return min(times, default=None)
 
-    def _candidates(self) -> list[_Candidate[_T]]:
-        """The next batch of each kind of entry, most urgent kind first."""
-        batches: dict[Hashable, _Candidate[_T]] = {}
-        for entry in sorted(self._entries, key=_order):
-            batch = batches.get(entry.key)
-            if batch is None:
-                batches[entry.key] = _Candidate([entry], entry.rows, entry.rows >= self.max_rows)
-            elif not batch.full:
-                if batch.rows + entry.rows > self.max_rows:
-                    batch.full = True  # the next one does not fit: it cannot grow
-                else:
-                    batch.entries.append(entry)
-                    batch.rows += entry.rows
-                    batch.full = batch.rows >= self.max_rows
-        return list(batches.values())
+    def _forget(self, key: Hashable, entries: list[Entry[_T]]) -> None:
+        """Account for ``entries`` of kind ``key`` having left the queue."""
+        self._count -= len(entries)
+        self._with_deadline -= sum(e.deadline is not None for e in entries)
+        self._batches.pop(key, None)
+        if not self._kinds[key]:
+            del self._kinds[key]
 
-    def _closes_at(self, candidate: _Candidate[_T], estimate: float) -> float:
-        arrivals = [e.arrived for e in candidate.entries]
-        times = [e.deadline - estimate for e in candidate.entries if e.deadline is not None]
-        times.append(min(arrivals) + self.max_wait)
-        if self.idle is not None:
-            times.append(max(arrivals) + self.idle)
-        return min(times)
+    def _candidates(self) -> list[tuple[Hashable, _Candidate[_T]]]:
+        """The next batch of each kind of entry, most urgent kind first."""
+        for key, kind in self._kinds.items():
+            if key not in self._batches:
+                first = kind[0]
+                batch = _Candidate(
+                    [first],
+                    first.rows,
+                    first.rows >= self.max_rows,
+                    first.arrived,
+                    first.arrived,
+                    first.deadline,
+                )
+                for entry in itertools.islice(kind, 1, None):
+                    if not batch.add(entry, self.max_rows):
+                        break
+                self._batches[key] = batch
+        batches = list(self._batches.items())
+        if len(batches) > 1:
+            batches.sort(key=lambda item: _order(item[1].entries[0]))
+        return batches
+
+    def _closes_at(self, batch: _Candidate[_T], estimate: float, quiet: bool) -> float:
+        closes = batch.oldest + self.max_wait
+        if quiet and self.idle is not None:
+            closes = min(closes, batch.newest + self.idle)
+        if batch.deadline is not None:
+            closes = min(closes, batch.deadline - estimate)
+        return closes
 
 
 def _order(entry: Entry[Any]) -> tuple[int, int]:

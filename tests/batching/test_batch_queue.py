@@ -141,6 +141,14 @@ def test_idle_is_counted_per_kind_of_entry() -> None:
     assert names(q.take(0.375)) == ["b"]
 
 
+def test_without_quiet_the_idle_rule_is_suspended() -> None:
+    q = queue(entry("a", arrived=0.0), max_wait=1.0, idle=0.25)
+    assert q.wake_at(quiet=False) == 1.0
+    assert q.take(0.5, quiet=False) is None
+    assert q.wake_at() == 0.25
+    assert names(q.take(0.5)) == ["a"]
+
+
 def test_max_wait_still_bounds_a_batch_that_keeps_growing() -> None:
     q = queue(*(entry(str(i), arrived=i * 0.1) for i in range(8)), max_wait=0.5, idle=0.15)
     assert q.wake_at() == 0.5
