@@ -242,6 +242,9 @@ class Pipeline:
     ) -> None:
         self.listeners = listeners
         self.hooks: list[CallHook] = []
+        #: Unary calls of transports in hand: from the start of reading the request to the
+        #: end of sending the answer (the batcher asks whether more requests are on the way).
+        self.active = 0
         self._infer = infer
         self._stream = stream
         self._natively = natively
@@ -292,6 +295,7 @@ class Pipeline:
         and sent as a generic INTERNAL error. A client that went away ends the call silently.
         """
         tokens = self.begin(call)
+        self.active += 1
         try:
             request = await exchange.receive(call)
             if request is None:
@@ -300,6 +304,7 @@ class Pipeline:
         except BaseException as exc:
             await self._fail(call, exchange, exc)
         finally:
+            self.active -= 1
             self.end(call, tokens)
 
     async def handle_stream(self, call: Call, exchange: Exchange) -> None:

@@ -94,6 +94,9 @@ class Server:
         #: Metrics of the transports and custom metrics of the models, for exporters.
         self.metrics = MetricStore()
         self._registry = Registry(self._pipeline.emit)
+        # Unary calls waiting in a batcher (queued or in a running batch): the calls in hand
+        # beyond these are being read or answered, and may bring a batch more requests.
+        self._parked = 0
         self._closing = False
         self._started = False
         # Versions the last repository scan found, to tell which folders have disappeared.
@@ -131,7 +134,12 @@ class Server:
             max_batch_size=settings.max_batch_size,
             max_batch_time=settings.max_batch_time,
             on_batch=self._pipeline.emit,
+            arriving=self._arriving,
         )
+
+    def _arriving(self) -> bool:
+        """Whether transports have calls in hand that are not waiting in a batcher."""
+        return self._pipeline.active > self._parked
 
     def _build(self, settings: ModelSettings) -> ModelProtocol:
         """A new model for ``settings`` (the registry's factory): the model class's instance, or
@@ -506,7 +514,9 @@ class Server:
         work: Coroutine[Any, Any, InferenceResponse]
         if isinstance(model, BatchingModel):
             deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-            work = _from_batch(model.submit(request, deadline=deadline, priority=priority), call)
+            work = self._from_batch(
+                model.submit(request, deadline=deadline, priority=priority), call
+            )
         else:
             work = model.predict(request)
         try:
@@ -523,6 +533,21 @@ class Server:
             call.compute_s += time.perf_counter() - started
         return response
 
+    async def _from_batch(self, batched: Awaitable[Batched], call: Call) -> InferenceResponse:
+        """The response of a request answered from a batch; ``call`` learns the wait and the
+        batch's compute time."""
+        # Only a transport's unary calls are counted in hand (Pipeline.active).
+        parked = bool(call.transport) and not call.stream
+        self._parked += parked
+        try:
+            answer = await batched
+        finally:
+            self._parked -= parked
+        call.batched = True
+        call.queue_s += answer.queued_s
+        call.compute_s += answer.compute_s
+        return answer.response
+
     def _timeout(self, call: Call, slot: Slot, requested: float | None) -> float | None:
         """Seconds the model may take: ``inference_timeout``, or less if the request's own
         ``timeout`` or the client's deadline comes first (a request whose deadline already
@@ -538,16 +563,6 @@ class Server:
                 f"The request's deadline passed before model '{slot.name}' could run it"
             )
         return remaining if timeout is None else min(timeout, remaining)
-
-
-async def _from_batch(batched: Awaitable[Batched], call: Call) -> InferenceResponse:
-    """The response of a request answered from a batch; ``call`` learns the wait and the
-    batch's compute time."""
-    answer = await batched
-    call.batched = True
-    call.queue_s += answer.queued_s
-    call.compute_s += answer.compute_s
-    return answer.response
 
 
 def _model_failed(slot: Slot, method: str) -> InferenceFailed:

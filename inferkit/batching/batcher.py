@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -50,6 +51,10 @@ _IDLE_FRACTION = 0.125
 # How much earlier than its deadline less the estimate a request's batch closes: the event
 # loop's timers fire late by about a millisecond, more on a busy loop.
 _DEADLINE_MARGIN_S = 0.002
+
+
+def _never() -> bool:
+    return False
 
 
 def batching_enabled(settings: ModelSettings) -> bool:
@@ -83,7 +88,10 @@ class BatchingModel:
     for more, and at most ``idle`` seconds (default: an eighth of ``max_batch_time``; ``None``:
     no limit) for its next request; ``instances`` is how many batches may run at once
     (default: the model's ``workers``, else 1). ``on_batch`` is called with a
-    :class:`~inferkit.events.BatchFinished` after every batch.
+    :class:`~inferkit.events.BatchFinished` after every batch. ``arriving`` tells whether the
+    server has requests in hand that have not reached a batcher yet (being read, or their
+    answers being sent): while it is true, a batch does not close for want of new requests,
+    only when full, after ``max_batch_time`` or for a deadline.
     """
 
     def __init__(
@@ -92,16 +100,19 @@ class BatchingModel:
         *,
         max_batch_size: int,
         max_batch_time: float,
-        idle: float | None | Literal["auto"] = "auto",
+        idle: float | Literal["auto"] | None = "auto",
         instances: int | None = None,
         on_batch: Callable[[BatchFinished], None] | None = None,
+        arriving: Callable[[], bool] | None = None,
     ) -> None:
         self.model = model
         self.settings = model.settings
         self.instances = instances if instances is not None else getattr(model, "workers", 1)
         if idle == "auto":
             idle = max_batch_time * _IDLE_FRACTION
+        self._idle = idle
         self._queue: BatchQueue[_Job] = BatchQueue(max_batch_size, max_batch_time, idle)
+        self._arriving = arriving if arriving is not None else _never
         self._on_batch = on_batch
         self._running = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -216,8 +227,9 @@ class BatchingModel:
             if not entry.item.future.done():
                 entry.item.future.set_exception(self._expired())
         lead = self.estimate + _DEADLINE_MARGIN_S
+        quiet = not self._arriving()
         while self._running < self.instances:
-            entries = self._queue.take(now, lead)
+            entries = self._queue.take(now, lead, quiet=quiet)
             if entries is None:
                 break
             self._running += 1
@@ -225,10 +237,17 @@ class BatchingModel:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         # Busy, only deadlines can need us before a batch ends; free, a batch's closing too.
-        wake = self._queue.wake_at(lead, closing=self._running < self.instances)
+        free = self._running < self.instances
+        wake = self._queue.wake_at(lead, closing=free, quiet=quiet)
+        if free and not quiet and self._idle is not None and len(self._queue):
+            # Requests are on their way, and nothing tells us when they have arrived: look
+            # again after ``idle``.
+            wake = min(wake if wake is not None else math.inf, now + self._idle)
         if wake is None:
             self._cancel_timer()
-        elif self._timer is None or wake != self._timer_at:
+        elif self._timer is None or wake < self._timer_at:
+            # A timer set for earlier stays: firing early only means looking again (the
+            # idle rule moves the wake-up later with every arrival; re-arming costs more).
             self._cancel_timer()
             self._timer_at = wake
             self._timer = loop.call_at(wake, self._on_timer)

@@ -92,6 +92,25 @@ def test_idle_is_an_eighth_of_max_batch_time_by_default() -> None:
     assert answer.queued_s == pytest.approx(0.05)
 
 
+def test_while_requests_are_arriving_a_batch_does_not_close_for_idleness() -> None:
+    arriving = [True]
+    batcher, _ = batching(size=8, wait=1.0, arriving=lambda: arriving[0])
+
+    async def main() -> Batched:
+        call = asyncio.ensure_future(batcher.submit(rows_request(1)))
+        await asyncio.sleep(0.3)
+        arriving[0] = False
+        return await call
+
+    # Looked at again every idle period (0.125): the first look after 0.3 closes it.
+    assert run(main()).queued_s == 0.375
+
+
+def test_requests_that_keep_arriving_still_leave_at_max_batch_time() -> None:
+    batcher, _ = batching(size=8, wait=1.0, arriving=lambda: True)
+    assert run(batcher.submit(rows_request(1))).queued_s == 1.0
+
+
 def test_requests_of_several_rows_share_a_batch_and_get_their_rows_back() -> None:
     batcher, model = batching(size=6, wait=60.0)
 

@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from toymodels import BatchRecorder, rows_request, sum_model
+from toymodels import BatchRecorder, HangingModel, named, rows_request, sum_model
 from virtualclock import run
 
 from inferkit import InferenceRequest, InferenceResponse, ModelSettings, Server, Settings
@@ -278,3 +278,28 @@ def test_another_model_is_not_slowed_by_a_batching_one() -> None:
 
     answered_at, done = run(main())
     assert answered_at == 0.0 and not done
+
+
+def test_a_batch_waits_longer_while_the_server_has_other_calls_in_hand() -> None:
+    # A call stuck in another model is in hand (being answered) and not waiting in a batch:
+    # requests may still be coming, so the batch waits its whole max_batch_time.
+    model = recorder(size=8, wait=0.4)
+    body = msgspec.json.encode(rows_request(1))
+
+    async def main() -> list[float]:
+        async with Server([model, named(HangingModel, "hang")]) as server:
+            transport = httpx.ASGITransport(app=create_rest_app(server))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                alone = await client.post("/v2/models/rec/infer", content=body)
+                hanging = asyncio.ensure_future(client.post("/v2/models/hang/infer", content=body))
+                await asyncio.sleep(0.01)
+                crowded = await client.post("/v2/models/rec/infer", content=body)
+                hanging.cancel()
+                return [batch_wait(alone), batch_wait(crowded)]
+
+    assert run(main()) == [400.0 / 8, 400.0]
+
+
+def batch_wait(response: httpx.Response) -> float:
+    timing = response.headers["server-timing"]
+    return float(timing.split("batch;dur=")[1])
