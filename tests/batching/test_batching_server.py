@@ -303,3 +303,23 @@ def test_a_batch_waits_longer_while_the_server_has_other_calls_in_hand() -> None
 def batch_wait(response: httpx.Response) -> float:
     timing = response.headers["server-timing"]
     return float(timing.split("batch;dur=")[1])
+
+
+def test_a_reload_lets_queued_and_running_batches_finish() -> None:
+    settings = ModelSettings(
+        name="rec", implementation="toymodels.BatchRecorder", max_batch_size=4, max_batch_time=1
+    )
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        async with Server([settings]) as server:
+            waiting = [asyncio.ensure_future(server.infer("rec", rows_request(i))) for i in (1, 2)]
+            await asyncio.sleep(0)
+            await server.load("rec")  # a new instance; the old one answers its requests first
+            before = list(await asyncio.gather(*waiting, return_exceptions=True))
+            after = await gather_infer(server, [rows_request(i) for i in (3, 4, 5)])
+            return before, after
+
+    before, after = run(main())
+    assert [rows(r) for r in before] == [[2], [4]]
+    assert [rows(r, "batch") for r in before] == [[2], [2]]
+    assert [rows(r) for r in after] == [[6], [8], [10]]
