@@ -12,7 +12,7 @@ Where MLServer's defaults are unsafe or slow we differ, and say so on the field:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -68,7 +68,12 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     metrics_port: int = 8082
     #: Serve metrics on the HTTP port instead of ``metrics_port``.
     metrics_on_http_port: bool = False
+    #: Prefix of the REST metrics exported under MLServer's names (``metrics_compat``).
     metrics_rest_server_prefix: str = "rest_server"
+    #: "mlserver" also exports MLServer 1.7's metric names and labels (``model_infer_request_*``,
+    #: ``rest_server_*``, ``grpc_server_*``, ``batch_request_queue``) beside inferkit's own, so
+    #: dashboards built on MLServer keep working (``docs/metrics.md``).
+    metrics_compat: Literal["inferkit", "mlserver"] = "inferkit"
     use_structured_logging: bool = False
     logging_settings: str | dict[str, Any] | None = None
     log_level: str = "INFO"
