@@ -38,10 +38,13 @@ from typing import Literal, NamedTuple, TypeVar
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "PROMETHEUS_BUCKETS",
     "Counter",
     "Gauge",
     "Histogram",
     "HistogramSample",
+    "MLServerGrpcMethod",
+    "MLServerGrpcMetrics",
     "MetricSnapshot",
     "MetricStore",
     "ModelMetrics",
@@ -54,6 +57,13 @@ LabelValues = tuple[str, ...]
 #: Seconds; finer than prometheus-client's defaults at the low end, where fast models answer.
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+#: prometheus-client's default buckets, which MLServer's histograms have (starlette-exporter,
+#: py-grpc-prometheus, ``mlserver.log``): the MLServer-named histograms keep them, so a
+#: dashboard's ``le="0.005"`` still finds its series.
+PROMETHEUS_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
 
 #: Names of metrics model code may not use: inferkit's own metrics live under this prefix.
@@ -482,6 +492,89 @@ class RequestMetrics:
         self._in_flight.dec()
         self._requests.add(labelvalues, 1.0)
         self._duration.observe(labelvalues, time.perf_counter() - started)
+
+
+class MLServerGrpcMetrics:
+    """gRPC calls under the names MLServer exports them by (py-grpc-prometheus's).
+
+    ``grpc_server_started_total`` and ``grpc_server_handled_total`` (with ``grpc_code``)
+    count calls, ``grpc_server_handling_seconds`` times them, all labelled ``grpc_type``
+    (UNARY, SERVER_STREAMING, CLIENT_STREAMING, BIDI_STREAMING), ``grpc_service`` and
+    ``grpc_method``. As in py-grpc-prometheus, a call with a client stream is not counted as
+    started and one with a server stream is neither counted as handled nor timed (the library
+    counts their messages instead, which inferkit does not export). MLServer leaves the
+    histogram off (py-grpc-prometheus's ``enable_handling_time_histogram``); it is exported
+    here since it costs one observation per call. One :meth:`method` per RPC, made once::
+
+        call = metrics.method("/inference.GRPCInferenceService/ModelInfer", False, False)
+        started = time.perf_counter()
+        call.started()
+        ...
+        call.finished(started, "OK")
+    """
+
+    def __init__(self, store: MetricStore) -> None:
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        self.started = store.counter(
+            "grpc_server_started_total", "Total number of RPCs started on the server.", labels
+        )._family
+        self.handled = store.counter(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            (*labels, "grpc_code"),
+        )._family
+        self.handling = store.histogram(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level "
+            "handled by the server.",
+            labels,
+            PROMETHEUS_BUCKETS,
+        )._family
+
+    def method(
+        self, path: str, client_streaming: bool, server_streaming: bool
+    ) -> MLServerGrpcMethod:
+        """The metrics of the RPC at ``path`` (``/package.Service/Method``)."""
+        _, service, method = [*path.split("/"), "", ""][:3]
+        kind = _GRPC_TYPES[client_streaming, server_streaming]
+        return MLServerGrpcMethod(self, (kind, service, method), client_streaming, server_streaming)
+
+
+_GRPC_TYPES = {
+    (False, False): "UNARY",
+    (False, True): "SERVER_STREAMING",
+    (True, False): "CLIENT_STREAMING",
+    (True, True): "BIDI_STREAMING",
+}
+
+
+class MLServerGrpcMethod:
+    """One RPC's :class:`MLServerGrpcMetrics`, its label values bound."""
+
+    __slots__ = ("_handled", "_handling", "_key", "_started")
+
+    def __init__(
+        self,
+        metrics: MLServerGrpcMetrics,
+        key: LabelValues,
+        client_streaming: bool,
+        server_streaming: bool,
+    ) -> None:
+        self._key = key
+        self._started = None if client_streaming else metrics.started
+        self._handled = None if server_streaming else metrics.handled
+        self._handling = None if server_streaming else metrics.handling
+
+    def started(self) -> None:
+        """Count a call started."""
+        if self._started is not None:
+            self._started.add(self._key, 1.0)
+
+    def finished(self, started: float, code: str) -> None:
+        """Count a call begun at ``started`` (``time.perf_counter()``) as handled with ``code``."""
+        if self._handled is not None and self._handling is not None:
+            self._handled.add((*self._key, code), 1.0)
+            self._handling.observe(self._key, time.perf_counter() - started)
 
 
 def _key(name: str, kind: Kind) -> str:

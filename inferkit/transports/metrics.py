@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, get_args
 
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge as PromGauge
 from prometheus_client import Histogram as PromHistogram
+from prometheus_client import Summary as PromSummary
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -41,7 +43,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..events import BatchFinished, Event, InferenceFinished
-from ..metrics import DEFAULT_BUCKETS, HistogramSample, MetricStore, RequestMetrics
+from ..metrics import (
+    DEFAULT_BUCKETS,
+    PROMETHEUS_BUCKETS,
+    HistogramSample,
+    MetricStore,
+    RequestMetrics,
+)
 from ..server import Server
 from ..settings import Settings
 from ..types import State
@@ -72,6 +80,8 @@ def create_metrics_app(
     registry = registry if registry is not None else CollectorRegistry()
     inference = _InferenceMetrics(registry)
     server.add_listener(inference)
+    if settings.metrics_compat == "mlserver":
+        server.add_listener(_MLServerInferenceMetrics(registry))
     registry.register(_StoreCollector(server.metrics))
     models = PromGauge("inferkit_models", "Model versions by state", ["state"], registry=registry)
     ProcessCollector(registry=registry)
@@ -162,6 +172,72 @@ class _InferenceMetrics:
             self.batch_queue.labels(event.model, event.version).observe(event.queue_s)
 
 
+class _MLServerInferenceMetrics:
+    """The inference metrics under MLServer 1.7's names (``metrics_compat = "mlserver"``).
+
+    ``model_infer_request_success`` / ``_failure`` (counters) and ``model_infer_request_duration``
+    (a summary: count and sum) labelled ``model`` and ``version``, as MLServer's data plane
+    has them; ``batch_request_queue`` (a histogram labelled ``model_name``, ``model_version``).
+    Differences, by design: calls to unknown models are not counted (MLServer counts them as
+    failures under the name asked for, one series per name a client makes up), and
+    ``version`` is the version that answered, "None" for an unversioned model (MLServer's
+    is the version asked for, so "None" whenever the request names none).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.success = PromCounter(
+            "model_infer_request_success",
+            "Model infer request success count",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.failure = PromCounter(
+            "model_infer_request_failure",
+            "Model infer request failure count",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.duration = PromSummary(
+            "model_infer_request_duration",
+            "Model infer request duration",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.batch_queue = PromHistogram(
+            "batch_request_queue",
+            "counter of request queue batch size",
+            ["model_name", "model_version"],
+            buckets=PROMETHEUS_BUCKETS,
+            registry=registry,
+        )
+        # As in _InferenceMetrics: the children of each model version and outcome, made once.
+        self._children: dict[tuple[str, str, bool], tuple[Any, Any]] = {}
+
+    def __call__(self, event: Event) -> None:
+        if type(event) is BatchFinished:
+            # MLServer observes the queue's length as each request joins it: 0, 1, ... for the
+            # requests of a batch that had the queue to itself. inferkit's batcher does not
+            # report its queue, so the batch's requests stand for it.
+            queue = self.batch_queue.labels(event.model, event.version)
+            for waiting in range(event.requests):
+                queue.observe(waiting)
+            return
+        if type(event) is not InferenceFinished or not event.found:
+            return
+        key = (event.model, event.version, event.ok)
+        children = self._children.get(key)
+        if children is None:
+            labels = (event.model, event.version or "None")
+            outcome = self.success if event.ok else self.failure
+            children = self._children[key] = (
+                outcome.labels(*labels),
+                self.duration.labels(*labels),
+            )
+        outcome_child, duration = children
+        outcome_child.inc()
+        duration.observe(event.duration_s)
+
+
 async def _count_models(server: Server, gauge: PromGauge) -> None:
     counts = dict.fromkeys(get_args(State), 0)
     for item in await server.index():
@@ -209,7 +285,9 @@ def _bound(value: float) -> str:
 # -- REST request metrics -----------------------------------------------------------------
 
 
-def instrument_rest_app(app: ASGIApp, server: Server) -> ASGIApp:
+def instrument_rest_app(
+    app: ASGIApp, server: Server, *, settings: Settings | None = None
+) -> ASGIApp:
     """``app`` recording each HTTP request into ``server.metrics``.
 
     Exported as ``inferkit_rest_requests_total{route,method,status}``,
@@ -217,8 +295,15 @@ def instrument_rest_app(app: ASGIApp, server: Server) -> ASGIApp:
     ``inferkit_requests_in_flight{transport="rest"}``. ``route`` is the route's template
     (``/v2/models/{name}/infer``), never the raw path, so model names cannot explode the
     number of series; requests that match no route get ``route="unmatched"``.
+
+    With ``metrics_compat = "mlserver"`` (settings default to the server's) the requests are
+    also recorded under MLServer's names (see :class:`_MLServerRestMetrics`).
     """
+    settings = settings if settings is not None else server.settings
     requests = RequestMetrics(server.metrics, "rest", ("route", "method", "status"))
+    mlserver = None
+    if settings.metrics_compat == "mlserver" and settings.metrics_endpoint:
+        mlserver = _MLServerRestMetrics(server.metrics, settings)
 
     async def instrumented(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -226,6 +311,7 @@ def instrument_rest_app(app: ASGIApp, server: Server) -> ASGIApp:
             return
         status = 500  # if the app fails before answering, the server answers 500
         started = requests.started()
+        compat = mlserver is not None and mlserver.started(scope)
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -237,10 +323,70 @@ def instrument_rest_app(app: ASGIApp, server: Server) -> ASGIApp:
             await app(scope, receive, send_status)
         finally:
             # The router records the matched route in the scope (starlette >= 0.41).
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            requests.finished(started, route, scope["method"], str(status))
+            route = getattr(scope.get("route"), "path", None)
+            requests.finished(started, route or "unmatched", scope["method"], str(status))
+            if compat:
+                assert mlserver is not None
+                mlserver.finished(started, scope, route, status)
 
     return instrumented
+
+
+class _MLServerRestMetrics:
+    """REST requests under the names MLServer exports them by (starlette-exporter's).
+
+    ``{prefix}_requests_total`` and ``{prefix}_request_duration_seconds`` labelled ``method``,
+    ``path`` (the route template, in MLServer's spelling: ``/v2/models/{model_name}/infer``),
+    ``status_code`` and ``app_name="mlserver"``; ``{prefix}_requests_in_progress`` labelled
+    ``method`` and ``app_name``. ``prefix`` is ``metrics_rest_server_prefix``. As MLServer
+    configures the middleware, the metrics endpoint and the health routes are not recorded,
+    and requests that match no route are only counted in progress.
+    """
+
+    APP_NAME = "mlserver"
+
+    def __init__(self, store: MetricStore, settings: Settings) -> None:
+        prefix = settings.metrics_rest_server_prefix
+        labels = ("method", "path", "status_code", "app_name")
+        self.requests = store.counter(
+            f"{prefix}_requests_total", "Total HTTP requests", labels
+        )._family
+        self.duration = store.histogram(
+            f"{prefix}_request_duration_seconds",
+            "HTTP request duration, in seconds",
+            labels,
+            PROMETHEUS_BUCKETS,
+        )._family
+        self.in_progress = store.gauge(
+            f"{prefix}_requests_in_progress",
+            "Total HTTP requests currently in progress",
+            ("method", "app_name"),
+        )._family
+        self.skip = frozenset(
+            {settings.metrics_endpoint or "/metrics", "/v2/health/live", "/v2/health/ready"}
+        )
+        # inferkit's route templates in MLServer's spelling, converted once each.
+        self._paths: dict[str, str] = {}
+
+    def started(self, scope: Scope) -> bool:
+        """Count a request in progress; False for one that is not recorded at all."""
+        if scope["path"] in self.skip:
+            return False
+        self.in_progress.add((scope["method"], self.APP_NAME), 1.0)
+        return True
+
+    def finished(self, started: float, scope: Scope, route: str | None, status: int) -> None:
+        method = scope["method"]
+        self.in_progress.add((method, self.APP_NAME), -1.0)
+        if route is None:
+            return  # starlette-exporter's filter_unhandled_paths, on in MLServer
+        path = self._paths.get(route)
+        if path is None:
+            path = route.replace("{name}", "{model_name}").replace("{version}", "{model_version}")
+            self._paths[route] = path
+        key = (method, path, str(status), self.APP_NAME)
+        self.requests.add(key, 1.0)
+        self.duration.observe(key, time.perf_counter() - started)
 
 
 # -- the runner's service -----------------------------------------------------------------

@@ -285,3 +285,143 @@ async def test_http_app_is_the_rest_api_with_its_request_metrics(on_http_port: b
         )
     else:
         assert scrape.status_code == 404
+
+
+# -- MLServer's names (metrics_compat = "mlserver") ---------------------------------------------
+
+MLSERVER_PREFIXES = ("model_infer_request_", "rest_server_", "grpc_server_", "batch_request_queue")
+V2_SERVICE = "inference.GRPCInferenceService"
+
+
+def named_like(got: Samples, name: str) -> Samples:
+    return {k: v for k, v in got.items() if k[0] == name}
+
+
+async def grpc_calls(server: Server) -> None:
+    """Two ModelInfer to sum, one to an unknown model, ServerLive and a stream of two."""
+    import proto_convert
+    from grpclib.exceptions import GRPCError
+    from grpclib.testing import ChannelFor
+
+    from inferkit.transports.grpc import create_grpc_service
+    from inferkit.transports.grpc._generated import inference as pb
+
+    request = msgspec.convert(BODY, InferenceRequest)
+    infer = proto_convert.request_to_proto(request, "sum")
+    async with ChannelFor(create_grpc_service(server)) as channel:
+        stub = pb.GrpcInferenceServiceStub(channel)
+        await stub.model_infer(infer)
+        await stub.model_infer(infer)
+        with pytest.raises(GRPCError):
+            await stub.model_infer(proto_convert.request_to_proto(request, "nope"))
+        await stub.server_live(pb.ServerLiveRequest())
+        [_ async for _ in stub.model_stream_infer([infer, infer])]
+
+
+async def test_mlserver_names_and_labels_after_rest_and_grpc_calls() -> None:
+    models = [sum_model(), sum_model("vsum", version="1"), named(FailingModel, "bad")]
+    async with stack(*models, metrics_compat="mlserver") as s:
+        for _ in range(3):
+            await s.rest.post("/v2/models/sum/infer", json=BODY)
+        await s.rest.post("/v2/models/vsum/versions/1/infer", json=BODY)
+        await s.rest.post("/v2/models/sum/infer", json=BAD_SHAPE)
+        await s.rest.post("/v2/models/bad/infer", json=BODY)
+        await s.rest.get("/v2/models/sum/ready")
+        await s.rest.get("/v2/health/ready")  # skipped, as MLServer does
+        await s.rest.get("/no/such/path")  # no route: in progress only
+        await grpc_calls(s.server)
+        got = await s.scrape()
+        text = (await s.metrics.get("/metrics")).text
+
+    success, failure = "model_infer_request_success_total", "model_infer_request_failure_total"
+    # 3 REST, 2 gRPC, 2 stream messages; the unknown model is not counted.
+    assert named_like(got, success) == {
+        key(success, model="sum", version="None"): 7,
+        key(success, model="vsum", version="1"): 1,
+    }
+    assert named_like(got, failure) == {
+        key(failure, model="sum", version="None"): 1,
+        key(failure, model="bad", version="None"): 1,
+    }
+    duration = "model_infer_request_duration_count"
+    assert got[key(duration, model="sum", version="None")] == 8
+    assert "# TYPE model_infer_request_duration summary" in text
+    assert "# TYPE model_infer_request_success_total counter" in text  # as MLServer shows it
+
+    app = {"app_name": "mlserver"}
+    rest = "rest_server_requests_total"
+    infer = "/v2/models/{model_name}/infer"
+    versioned = "/v2/models/{model_name}/versions/{model_version}/infer"
+    assert named_like(got, rest) == {
+        key(rest, method="POST", path=infer, status_code="200", **app): 3,
+        key(rest, method="POST", path=infer, status_code="400", **app): 1,
+        key(rest, method="POST", path=infer, status_code="500", **app): 1,
+        key(rest, method="POST", path=versioned, status_code="200", **app): 1,
+        key(rest, method="GET", path="/v2/models/{model_name}/ready", status_code="200", **app): 1,
+    }
+    latency = "rest_server_request_duration_seconds_count"
+    assert got[key(latency, method="POST", path=infer, status_code="200", **app)] == 3
+    bucket = "rest_server_request_duration_seconds_bucket"
+    assert key(bucket, method="POST", path=infer, status_code="200", le="0.005", **app) in got
+    progress = "rest_server_requests_in_progress"
+    assert named_like(got, progress) == {
+        key(progress, method="POST", **app): 0,
+        key(progress, method="GET", **app): 0,
+    }
+
+    unary = {"grpc_type": "UNARY", "grpc_service": V2_SERVICE}
+    started, handled = "grpc_server_started_total", "grpc_server_handled_total"
+    # The stream (BIDI_STREAMING) is neither started nor handled, as in py-grpc-prometheus.
+    assert named_like(got, started) == {
+        key(started, grpc_method="ModelInfer", **unary): 3,
+        key(started, grpc_method="ServerLive", **unary): 1,
+    }
+    assert named_like(got, handled) == {
+        key(handled, grpc_method="ModelInfer", grpc_code="OK", **unary): 2,
+        key(handled, grpc_method="ModelInfer", grpc_code="NOT_FOUND", **unary): 1,
+        key(handled, grpc_method="ServerLive", grpc_code="OK", **unary): 1,
+    }
+    handling = "grpc_server_handling_seconds_count"
+    assert got[key(handling, grpc_method="ModelInfer", **unary)] == 3
+
+    # Also, not instead: inferkit's own names are still there.
+    total = "inferkit_inference_requests_total"
+    assert got[key(total, model="sum", version="", code="OK")] == 7
+
+
+async def test_mlserver_rest_metrics_take_the_prefix_setting() -> None:
+    settings = {"metrics_compat": "mlserver", "metrics_rest_server_prefix": "edge"}
+    async with stack(**settings) as s:
+        await s.rest.post("/v2/models/sum/infer", json=BODY)
+        got = await s.scrape()
+    labels = {"path": "/v2/models/{model_name}/infer", "status_code": "200"}
+    assert got[key("edge_requests_total", method="POST", app_name="mlserver", **labels)] == 1
+    assert not any(name.startswith("rest_server_") for name, _ in got)
+
+
+async def test_mlserver_batch_request_queue_counts_each_batched_request() -> None:
+    batching = sum_model("batched", max_batch_size=4, max_batch_time=0.5)
+    async with stack(batching, metrics_compat="mlserver") as s:
+        await asyncio.gather(
+            *(s.rest.post("/v2/models/batched/infer", json=BODY) for _ in range(4))
+        )
+        got = await s.scrape()
+    queue = "batch_request_queue_count"
+    assert got[key(queue, model_name="batched", model_version="")] == 4
+
+
+async def test_default_mode_exports_no_mlserver_names() -> None:
+    async with stack() as s:
+        await s.rest.post("/v2/models/sum/infer", json=BODY)
+        await grpc_calls(s.server)
+        got = await s.scrape()
+    assert not [name for name, _ in got if name.startswith(MLSERVER_PREFIXES)]
+    assert got[key("inferkit_inference_requests_total", model="sum", version="", code="OK")] == 5
+
+
+def test_metrics_compat_from_the_environment(tmp_path: Any) -> None:
+    from inferkit.settings_loader import load_settings
+
+    assert load_settings(tmp_path, {}).metrics_compat == "inferkit"
+    environ = {"MLSERVER_METRICS_COMPAT": "mlserver"}
+    assert load_settings(tmp_path, environ).metrics_compat == "mlserver"

@@ -31,7 +31,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
 from inferkit import errors
-from inferkit.metrics import RequestMetrics
+from inferkit.metrics import MLServerGrpcMethod, MLServerGrpcMetrics, RequestMetrics
 from inferkit.pipeline import Call, ClientGone
 from inferkit.server import Server
 from inferkit.settings import Settings
@@ -72,9 +72,15 @@ def create_grpc_service(server: Server, settings: Settings | None = None) -> lis
     settings = settings if settings is not None else server.settings
     limit = settings.grpc_max_message_length or settings.max_request_size
     inflight = Inflight()
+    # MLServer's gRPC metric names too (``metrics_compat``), recorded beside inferkit's own.
+    mlserver = settings.metrics_compat == "mlserver" and bool(settings.metrics_endpoint)
     services: list[Any] = [
-        InferenceService(server, max_message_length=limit, inflight=inflight),
-        RepositoryService(server, max_message_length=limit, inflight=inflight),
+        InferenceService(
+            server, max_message_length=limit, inflight=inflight, mlserver_metrics=mlserver
+        ),
+        RepositoryService(
+            server, max_message_length=limit, inflight=inflight, mlserver_metrics=mlserver
+        ),
     ]
     return [*services, *create_health(server, services)]
 
@@ -141,7 +147,11 @@ class _Limited:
 
 
 def _guarded(
-    mapping: Mapping[str, Handler], limit: int, inflight: Inflight, requests: RequestMetrics
+    mapping: Mapping[str, Handler],
+    limit: int,
+    inflight: Inflight,
+    requests: RequestMetrics,
+    mlserver: MLServerGrpcMetrics | None = None,
 ) -> dict[str, Handler]:
     """Each handler behind the error guard and the size limit, counted in the request metrics
     and (unary ones) in flight."""
@@ -149,7 +159,11 @@ def _guarded(
     for path, handler in mapping.items():
         # Streams with a client side count their messages in flight themselves, if at all.
         tracked = None if handler.cardinality.client_streaming else inflight
-        func = _measured(handler.func, path.rsplit("/", 1)[1], requests, tracked)
+        card = handler.cardinality
+        compat = None
+        if mlserver is not None:
+            compat = mlserver.method(path, card.client_streaming, card.server_streaming)
+        func = _measured(handler.func, path.rsplit("/", 1)[1], requests, tracked, compat)
         wrapped[path] = handler._replace(
             func=guard(func, path), request_type=_Limited(handler.request_type, limit)
         )
@@ -161,8 +175,10 @@ def _measured(
     method: str,
     requests: RequestMetrics,
     inflight: Inflight | None,
+    mlserver: MLServerGrpcMethod | None = None,
 ) -> Callable[[Stream[Any, Any]], Any]:
-    """``func`` recorded in ``inferkit_grpc_requests_total{method,code}`` and its histogram.
+    """``func`` recorded in ``inferkit_grpc_requests_total{method,code}`` and its histogram,
+    and under MLServer's names too when ``mlserver`` is given.
 
     Inside the guard, so the exception tells the status the guard is about to send.
     """
@@ -171,6 +187,8 @@ def _measured(
     # more than the rest of this wrapper.
     async def measured(stream: Stream[Any, Any]) -> None:
         started = requests.started()
+        if mlserver is not None:
+            mlserver.started()
         code = "CANCELLED"  # cancelled, or the client went away mid-call
         if inflight is not None:
             inflight.enter()
@@ -189,6 +207,8 @@ def _measured(
             if inflight is not None:
                 inflight.leave()
             requests.finished(started, method, code)
+            if mlserver is not None:
+                mlserver.finished(started, code)
 
     return measured
 
@@ -196,11 +216,19 @@ def _measured(
 class InferenceService(pb.GrpcInferenceServiceBase):
     """The V2 ``inference.GRPCInferenceService`` answered by a ``Server``."""
 
-    def __init__(self, server: Server, *, max_message_length: int, inflight: Inflight) -> None:
+    def __init__(
+        self,
+        server: Server,
+        *,
+        max_message_length: int,
+        inflight: Inflight,
+        mlserver_metrics: bool = False,
+    ) -> None:
         self.server = server
         self.inflight = inflight
         self._limit = max_message_length
         self._requests = _request_metrics(server)
+        self._mlserver = MLServerGrpcMetrics(server.metrics) if mlserver_metrics else None
 
     def __mapping__(self) -> dict[str, Handler]:
         mapping = super().__mapping__()
@@ -211,7 +239,7 @@ class InferenceService(pb.GrpcInferenceServiceBase):
         mapping[MODEL_STREAM_INFER] = mapping[MODEL_STREAM_INFER]._replace(
             func=self._model_stream_infer, **wire
         )
-        return _guarded(mapping, self._limit, self.inflight, self._requests)
+        return _guarded(mapping, self._limit, self.inflight, self._requests, self._mlserver)
 
     # -- health and metadata -----------------------------------------------------------------
 
@@ -281,14 +309,24 @@ class InferenceService(pb.GrpcInferenceServiceBase):
 class RepositoryService(mr.ModelRepositoryServiceBase):
     """MLServer's ``inference.model_repository.ModelRepositoryService`` answered by a Server."""
 
-    def __init__(self, server: Server, *, max_message_length: int, inflight: Inflight) -> None:
+    def __init__(
+        self,
+        server: Server,
+        *,
+        max_message_length: int,
+        inflight: Inflight,
+        mlserver_metrics: bool = False,
+    ) -> None:
         self.server = server
         self.inflight = inflight
         self._limit = max_message_length
         self._requests = _request_metrics(server)
+        self._mlserver = MLServerGrpcMetrics(server.metrics) if mlserver_metrics else None
 
     def __mapping__(self) -> dict[str, Handler]:
-        return _guarded(super().__mapping__(), self._limit, self.inflight, self._requests)
+        return _guarded(
+            super().__mapping__(), self._limit, self.inflight, self._requests, self._mlserver
+        )
 
     async def repository_index(
         self, message: mr.RepositoryIndexRequest
