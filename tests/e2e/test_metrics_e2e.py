@@ -185,3 +185,35 @@ def test_metrics_on_the_http_port_and_json_logs(tmp_path: Path) -> None:
     assert lines and len(lines) == len(log.splitlines())  # every line is JSON
     (access,) = [line for line in lines if line["logger"] == "inferkit.access"]
     assert (access["request_id"], access["model"], access["status"]) == ("req-42", "echo", 200)
+
+
+def test_mlserver_metric_names_from_settings_json(tmp_path: Path) -> None:
+    root = repository(tmp_path, metrics_compat="mlserver", metrics_rest_server_prefix="rest_server")
+    with inferkit_start(root) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            for _ in range(2):
+                assert http.post("/v2/models/echo/infer", json=BODY).status_code == 200
+            assert http.post("/v2/models/boom/infer", json=BODY).status_code == 500
+        tensor = triton_grpc.InferInput("x", [2, 1], "INT32")
+        tensor.set_data_from_numpy(np.array([[1], [2]], dtype=np.int32))
+        client = triton_grpc.InferenceServerClient(server.grpc)
+        try:
+            client.infer("versioned", [tensor], model_version="v1")
+        finally:
+            client.close()
+        got = scrape(f"http://127.0.0.1:{server.metrics_port}/metrics")
+    success, failure = "model_infer_request_success_total", "model_infer_request_failure_total"
+    assert got[key(success, model="echo", version="None")] == 2
+    assert got[key(success, model="versioned", version="v1")] == 1
+    assert got[key(failure, model="boom", version="None")] == 1
+    assert got[key("model_infer_request_duration_count", model="echo", version="None")] == 2
+    rest = "rest_server_requests_total"
+    infer = {"method": "POST", "path": "/v2/models/{model_name}/infer", "app_name": "mlserver"}
+    assert got[key(rest, status_code="200", **infer)] == 2
+    assert got[key(rest, status_code="500", **infer)] == 1
+    handled = "grpc_server_handled_total"
+    call = {"grpc_type": "UNARY", "grpc_service": "inference.GRPCInferenceService"}
+    assert got[key(handled, grpc_method="ModelInfer", grpc_code="OK", **call)] == 1
+    assert got[key("grpc_server_started_total", grpc_method="ModelInfer", **call)] == 1
+    # Also, not instead: inferkit's names are still exported.
+    assert got[key("inferkit_inference_requests_total", model="echo", version="", code="OK")] == 2
