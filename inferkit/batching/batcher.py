@@ -48,6 +48,9 @@ _ESTIMATE_WEIGHT = 0.2
 # gaps between requests are far shorter, and while every instance is busy a batch keeps
 # growing whatever its gaps, so batches stay large where batching pays.
 _IDLE_FRACTION = 0.125
+# A request's batch closes with this share of the request's time still left (at the latest):
+# room for the batch's own time varying, the answer's way back and a late timer.
+_DEADLINE_SHARE = 0.1
 # How much earlier than its deadline less the estimate a request's batch closes: the event
 # loop's timers fire late by about a millisecond, more on a busy loop.
 _DEADLINE_MARGIN_S = 0.002
@@ -202,12 +205,17 @@ class BatchingModel:
         key = join_key(request) if rows is not None else object()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Batched] = loop.create_future()
+        arrived = loop.time()
+        close_by = None
+        if deadline is not None:
+            close_by = deadline - _DEADLINE_SHARE * (deadline - arrived)
         entry = Entry(
             _Job(request, future),
             rows=rows if rows is not None else 1,
             key=key,
-            arrived=loop.time(),
+            arrived=arrived,
             deadline=deadline,
+            close_by=close_by,
             level=priority if priority > 0 else DEFAULT_LEVEL,
         )
         self._queue.push(entry)

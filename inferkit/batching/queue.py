@@ -51,6 +51,9 @@ class Entry(Generic[_T]):
     arrived: float
     #: The driver's clock after which nobody waits for the answer; ``None``: no deadline.
     deadline: float | None = None
+    #: The latest time a batch holding it may start, less the expected batch time (``None``:
+    #: its ``deadline``). A driver sets it earlier to leave the answer time to travel back.
+    close_by: float | None = None
     #: Smaller runs first; :data:`DEFAULT_LEVEL` when the request gave no priority.
     level: int = DEFAULT_LEVEL
     #: Arrival order, set by the queue (ties of ``level`` go to the earlier entry).
@@ -67,7 +70,7 @@ class _Candidate(Generic[_T]):
     full: bool
     oldest: float
     newest: float
-    deadline: float | None
+    close_by: float | None
 
     def add(self, entry: Entry[_T], max_rows: int) -> bool:
         """Grow by ``entry`` if it fits (else the batch is full); whether it joined."""
@@ -81,8 +84,9 @@ class _Candidate(Generic[_T]):
         self.full = self.rows >= max_rows
         self.oldest = min(self.oldest, entry.arrived)
         self.newest = max(self.newest, entry.arrived)
-        if entry.deadline is not None and (self.deadline is None or entry.deadline < self.deadline):
-            self.deadline = entry.deadline
+        close_by = _close_by(entry)
+        if close_by is not None and (self.close_by is None or close_by < self.close_by):
+            self.close_by = close_by
         return True
 
 
@@ -197,7 +201,7 @@ class BatchQueue(Generic[_T]):
                     first.rows >= self.max_rows,
                     first.arrived,
                     first.arrived,
-                    first.deadline,
+                    _close_by(first),
                 )
                 for entry in itertools.islice(kind, 1, None):
                     if not batch.add(entry, self.max_rows):
@@ -212,9 +216,13 @@ class BatchQueue(Generic[_T]):
         closes = batch.oldest + self.max_wait
         if quiet and self.idle is not None:
             closes = min(closes, batch.newest + self.idle)
-        if batch.deadline is not None:
-            closes = min(closes, batch.deadline - estimate)
+        if batch.close_by is not None:
+            closes = min(closes, batch.close_by - estimate)
         return closes
+
+
+def _close_by(entry: Entry[Any]) -> float | None:
+    return entry.deadline if entry.close_by is None else entry.close_by
 
 
 def _order(entry: Entry[Any]) -> tuple[int, int]:

@@ -210,6 +210,15 @@ def test_a_deadline_closes_a_batch_the_estimate_earlier() -> None:
     assert names(q.take(4.0, estimate=1.0)) == ["a"]
 
 
+def test_close_by_moves_the_closing_earlier_but_not_the_expiry() -> None:
+    e = entry("a", arrived=0.0, deadline=5.0)
+    e.close_by = 4.5
+    q = queue(e, max_wait=10.0)
+    assert q.wake_at(estimate=1.0) == 3.5
+    assert q.expire(4.75) == []  # still waiting is fine until the deadline itself
+    assert names(q.take(3.5, estimate=1.0)) == ["a"]
+
+
 def test_a_deadline_closes_only_its_own_batch() -> None:
     q = queue(
         entry("a", key="a", arrived=0.0),

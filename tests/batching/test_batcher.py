@@ -282,16 +282,16 @@ def test_a_deadline_closes_the_batch_early_instead_of_timing_out() -> None:
     async def main() -> list[Batched]:
         loop = asyncio.get_running_loop()
         first = await batcher.submit(rows_request(1), deadline=loop.time() + 1.0)
-        # The batcher now expects a batch to take 0.2 s: a request due in 1 s closes its
-        # batch 0.2 s (and the timer's margin) before that.
+        # A request due in 1 s closes its batch with a tenth of its time left, less the
+        # timer's margin (2 ms), less the batch's expected time: 0 s at first, then 0.2 s.
         second_at = loop.time()
         second = await batcher.submit(rows_request(2), deadline=second_at + 1.0)
         return [first, second]
 
     first, second = run(main())
     assert model.batches == [[1], [2]]
-    assert 0.99 <= first.queued_s < 1.0
-    assert 0.79 <= second.queued_s < 0.8
+    assert first.queued_s == pytest.approx(0.898)
+    assert second.queued_s == pytest.approx(0.698)
 
 
 def test_a_request_waiting_behind_a_busy_model_expires_without_running() -> None:
