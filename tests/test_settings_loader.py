@@ -536,3 +536,10 @@ def test_model_from_env_reports_unimplemented_fields() -> None:
         " MLSERVER_MODEL_ENVIRONMENT_TARBALL: inferkit does not implement it"
         " (the model runs in the server's environment)",
     ]
+
+
+def test_the_settings_page_lists_every_unimplemented_field() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "settings.md").read_text()
+    for cls, name in UNIMPLEMENTED:
+        prefix = "parameters." if cls is ModelParameters else ""
+        assert f"`{prefix}{name}`" in page
