@@ -264,14 +264,13 @@ def _walk_struct(
     walked: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if key in unimplemented:
-            if not _is_off(value):
-                notes.append(_unimplemented_note(name, source, UNIMPLEMENTED[info.cls, key]))
-        elif key not in fields:
+        if key in unimplemented and not _is_off(value):
+            notes.append(_unimplemented_note(name, source, UNIMPLEMENTED[info.cls, key]))
+        elif key not in fields and key not in unimplemented:
             close = difflib.get_close_matches(key, [*fields, *unimplemented], n=1)
             hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
             notes.append(f"Ignoring unknown setting {name!r} in {source}{hint}")
-            continue
+        # Only inferkit's fields go on to msgspec (some unimplemented ones are fields too).
         if key in fields:
             walked[key] = _walk(value, fields[key].type, f"{name}.", source, notes)
     return walked
