@@ -139,6 +139,7 @@ def load_settings(
         source = f"environment variable {env['log_level'][0]}"
         check_log_level(overrides["log_level"], source, at="")
     notes.extend(_unimplemented_in_env(env, Settings))
+    notes.extend(_misspelt_in_env(env))
     if warnings is not None:
         warnings.extend(notes)
     if folder is not None and "model_repository_root" not in overrides:
@@ -286,6 +287,28 @@ def _unimplemented_in_env(
             if cls is struct_type and key in env and not _is_off(env[key][1]):
                 source = f"environment variable {env[key][0]}"
                 notes.append(_unimplemented_note(key, source, UNIMPLEMENTED[cls, key]))
+    return notes
+
+
+def _misspelt_in_env(env: dict[str, tuple[str, str]]) -> list[str]:
+    """Warnings for ``INFERKIT_*`` variables that look like a misspelt setting.
+
+    Only our own prefix, and only with a close match: other software sets ``MLSERVER_*``
+    variables of its own (``MLSERVER_MODELS_DIR`` in MLServer's image), and ``INFERKIT_*``
+    variables that name no setting may belong to tooling.
+    """
+    known = [field.name for field in msgspec.structs.fields(Settings)]
+    known += [name for cls, name in UNIMPLEMENTED if cls is Settings]
+    notes = []
+    for key, (variable, _) in sorted(env.items()):
+        if not variable.startswith(SETTINGS_ENV_PREFIXES[0]) or key in known:
+            continue
+        if variable.startswith(MODEL_ENV_PREFIXES[0]):
+            continue  # the single model's variables
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            meant = f"{SETTINGS_ENV_PREFIXES[0]}{close[0].upper()}"
+            notes.append(f"Ignoring unknown environment variable {variable}; did you mean {meant}?")
     return notes
 
 

@@ -543,3 +543,17 @@ def test_the_settings_page_lists_every_unimplemented_field() -> None:
     for cls, name in UNIMPLEMENTED:
         prefix = "parameters." if cls is ModelParameters else ""
         assert f"`{prefix}{name}`" in page
+
+
+def test_misspelt_inferkit_variables_are_reported() -> None:
+    warnings: list[str] = []
+    environ = {
+        "INFERKIT_HTTP_PROT": "9000",
+        "INFERKIT_NOX_PYTHON": "3.12",  # tooling's, like nothing we know: not ours to judge
+        "INFERKIT_MODEL_NAM": "m",  # the single model's prefix
+        "MLSERVER_MODELS_DIR": "/mnt/models",  # MLServer's image sets it
+    }
+    load_settings(None, environ, warnings=warnings)
+    assert warnings == [
+        "Ignoring unknown environment variable INFERKIT_HTTP_PROT; did you mean INFERKIT_HTTP_PORT?"
+    ]
