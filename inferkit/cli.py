@@ -2,7 +2,8 @@
 
 Thin by design: read settings (file, then env, then flags), point a repository at the folder,
 and hand a ``Server`` to the runner. Every expected failure (missing folder, bad settings, port
-in use) is one line on stderr and a non-zero exit, never a traceback.
+in use) is one line on stderr and a non-zero exit, never a traceback: 2 for what the command
+line or the settings ask for (as argparse's usage errors), 1 for the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._version import __version__
-from .errors import InferkitError
+from .errors import InferkitError, SettingsError
+from .settings_loader import LOG_LEVELS
 
 __all__ = ["main"]
 
@@ -39,9 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--metrics-port", type=int, help="metrics port (settings: metrics_port)")
     start.add_argument(
         "--log-level",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level (settings: log_level)",
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (settings: log_level)",
     )
     return parser
 
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _start(args)
+    except SettingsError as exc:
+        print(f"inferkit: error: {exc.message}", file=sys.stderr)
+        return 2
     except InferkitError as exc:
         print(f"inferkit: error: {exc.message}", file=sys.stderr)
         return 1
@@ -62,15 +66,17 @@ def _start(args: argparse.Namespace) -> int:
     from .repository import ModelRepository
     from .runner import serve
     from .server import Server
-    from .settings_loader import load_settings
+    from .settings_loader import check_log_level, load_settings
 
     folder = Path(args.folder)
     if not folder.is_dir():
         print(f"inferkit: error: {folder} is not a folder", file=sys.stderr)
         return 2
+    if args.log_level is not None:
+        check_log_level(args.log_level, "--log-level", at="")
     environ = dict(os.environ)
-    ignored: list[str] = []
-    settings = load_settings(folder, environ, ignored=ignored)
+    warnings: list[str] = []
+    settings = load_settings(folder, environ, warnings=warnings)
     overrides = {
         "host": args.host,
         "http_port": args.http_port,
@@ -84,9 +90,10 @@ def _start(args: argparse.Namespace) -> int:
     from .logs import configure_logging
 
     configure_logging(settings, level=args.log_level)
-    if ignored:
-        # Real MLServer repositories carry kafka, cache... settings: serve anyway.
-        log.warning("Ignoring settings inferkit does not implement: %s", ", ".join(ignored))
+    # Real MLServer repositories carry kafka, cache... settings: serve anyway, and say so.
+    # Models' settings files are reported by the repository when it reads them.
+    for warning in warnings:
+        log.warning("%s", warning)
     # With no model folder, MLSERVER_MODEL_* variables describe the one model (as in MLServer).
     repository = ModelRepository(settings.model_repository_root, environ)
     serve(Server(settings=settings, repository=repository))

@@ -83,7 +83,11 @@ def configure_logging(
     for old in root.handlers:
         old.close()
     root.handlers[:] = [handler]
-    root.setLevel((level or ("DEBUG" if settings.debug else settings.log_level)).upper())
+    name = (level or ("DEBUG" if settings.debug else settings.log_level)).upper()
+    try:
+        root.setLevel(name)
+    except ValueError:  # Settings built in code skip the loader's check: still no traceback
+        raise SettingsError(f"Invalid log level {name!r}") from None
     # Our handler is the one that writes; an application's root handlers would print twice.
     root.propagate = False
     logging.getLogger(ACCESS_LOGGER).setLevel(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import threading
@@ -56,6 +57,8 @@ _EXTRAS: Mapping[str, str] = MappingProxyType(
     }
 )
 
+log = logging.getLogger("inferkit.repository")
+
 # Importing from a model folder puts the folder on sys.path for the duration of the import; the
 # lock keeps two imports in different threads from seeing each other's folder first.
 _IMPORT_LOCK = threading.Lock()
@@ -86,34 +89,60 @@ class ModelRepository:
     Each call re-scans the disk, so models added or changed since are picked up by a reload. When
     no folder holds a model and ``environ`` is given, the single model described by
     ``MLSERVER_MODEL_*`` variables (if any) is used, as MLServer does for Seldon Core and KServe.
+
+    Settings fields inferkit does not implement and unknown keys (typos) are logged as warnings
+    on ``inferkit.repository``, once per file: a scan logs a file's warnings again only when the
+    file has changed since they were last logged, so the scans run by every load and index call
+    do not repeat them.
     """
 
     def __init__(self, root: str | Path, environ: Mapping[str, str] | None = None) -> None:
         self.root = Path(os.path.abspath(root))
         self._environ = environ
+        # Settings file (or "environment") -> the version whose warnings were logged last.
+        self._warned: dict[str, object] = {}
+        self._warned_lock = threading.Lock()  # scans run in worker threads, maybe two at once
 
-    def discover(self, *, ignored: list[str] | None = None) -> Discovery:
-        """Every model version in the repository, and the folders that failed to load.
-
-        Names of settings fields inferkit does not implement (``warm_workers``) are appended to
-        ``ignored`` when it is given.
-        """
+    def discover(self) -> Discovery:
+        """Every model version in the repository, and the folders that failed to load."""
         models: list[ModelSettings] = []
         failures: list[DiscoveryFailure] = []
         for path in _settings_files(self.root):
+            warnings: list[str] = []
+            stamp = _stamp(path)  # before the read: a later edit is then warned about too
             try:
-                models.append(load_model_settings(path, ignored=ignored))
+                models.append(load_model_settings(path, warnings=warnings))
             except SettingsError as exc:
                 failures.append(DiscoveryFailure(path.parent.name, exc.message))
+            self._warn_once(str(path), stamp, warnings)
         if not models and self._environ is not None:
-            from_env = model_settings_from_env(self._environ)
+            warnings = []
+            from_env = model_settings_from_env(self._environ, warnings=warnings)
             if from_env is not None:
                 models.append(from_env)
+                self._warn_once("environment", None, warnings)
         return Discovery(models, failures)
+
+    def _warn_once(self, key: str, stamp: object, warnings: list[str]) -> None:
+        with self._warned_lock:
+            if key in self._warned and self._warned[key] == stamp:
+                return
+            self._warned[key] = stamp
+        for warning in warnings:
+            log.warning("%s", warning)
 
     def find(self, name: str) -> list[ModelSettings]:
         """The versions of one model, re-scanning the disk (empty if there is none)."""
         return [model for model in self.discover().models if model.name == name]
+
+
+def _stamp(path: Path) -> object:
+    """What changes when a file is rewritten (or None if it is gone)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
 def _settings_files(root: Path) -> list[Path]:

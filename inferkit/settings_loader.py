@@ -5,8 +5,12 @@ work unchanged:
 
 - ``settings.json`` and ``model-settings.json`` are decoded in *lax* mode, as pydantic does:
   ``"debug": "true"`` is ``True`` and ``"http_port": "9080"`` is ``9080``.
-- Fields inferkit does not implement (``kafka_enabled``, ``cache_enabled``, ``warm_workers``, ...)
-  are accepted and reported through the ``ignored`` list, so the caller can log them once.
+  Boolean words are pydantic's: ``"yes"``/``"no"``, ``"on"``/``"off"``, ``"1"``/``"0"`` too.
+- Fields MLServer has and inferkit does not implement (``kafka_enabled``, ``cache_enabled``,
+  ``warm_workers``, ...: :data:`UNIMPLEMENTED`) are accepted, and keys neither knows (typos)
+  are ignored; both are reported as one message each through the ``warnings`` list (naming the
+  file or variable, the field, and what inferkit does instead or the name that was probably
+  meant), so the caller can log them once.
 - Server settings are overridden by ``INFERKIT_<FIELD>`` and, for drop-in use,
   ``MLSERVER_<FIELD>`` environment variables (``INFERKIT_`` wins). Lists, dicts and nested
   settings are given as JSON (``MLSERVER_CORS_SETTINGS='{"allow_origins": ["*"]}'``).
@@ -19,6 +23,7 @@ The environment is always passed in as a mapping: nothing here reads ``os.enviro
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,10 +35,13 @@ from .errors import SettingsError
 from .settings import ModelParameters, ModelSettings, Settings
 
 __all__ = [
+    "LOG_LEVELS",
     "MODEL_ENV_PREFIXES",
     "MODEL_SETTINGS_FILENAME",
     "SETTINGS_ENV_PREFIXES",
     "SETTINGS_FILENAME",
+    "UNIMPLEMENTED",
+    "check_log_level",
     "load_model_settings",
     "load_settings",
     "model_settings_from_env",
@@ -66,32 +74,74 @@ _COMPLEX_TYPES = (
 
 _T = TypeVar("_T")
 
+_NO_KAFKA = "no Kafka server; REST and gRPC only"
+_NO_CACHE = "no response cache; requests always run the model"
+_NO_ENVIRONMENTS = "the model runs in the server's environment"
+_NO_POOLS = "no shared inference pools; each model has its own workers"
+_ONE_REPOSITORY = "the repository is always the folder tree under model_repository_root"
+
+#: MLServer 1.7 settings that inferkit accepts and does not implement, by the Struct that would
+#: hold them, with what inferkit does instead. Each one set in a file or variable is named in a
+#: warning; set to ``false`` or ``null`` it asks for nothing and is not mentioned.
+UNIMPLEMENTED: Mapping[tuple[type[msgspec.Struct], str], str] = {
+    (Settings, "kafka_enabled"): _NO_KAFKA,
+    (Settings, "kafka_servers"): _NO_KAFKA,
+    (Settings, "kafka_topic_input"): _NO_KAFKA,
+    (Settings, "kafka_topic_output"): _NO_KAFKA,
+    (Settings, "cache_enabled"): _NO_CACHE,
+    (Settings, "cache_size"): _NO_CACHE,
+    (Settings, "environments_dir"): _NO_ENVIRONMENTS,
+    (Settings, "metrics_dir"): "no metrics folder; parallel workers send their metrics to the"
+    " server process",
+    (Settings, "model_repository_implementation"): _ONE_REPOSITORY,
+    (Settings, "model_repository_implementation_args"): _ONE_REPOSITORY,
+    (ModelSettings, "cache_enabled"): _NO_CACHE,
+    (ModelSettings, "warm_workers"): "workers load the model when they start; deprecated in"
+    " MLServer too",
+    (ModelParameters, "environment_tarball"): _NO_ENVIRONMENTS,
+    (ModelParameters, "environment_path"): _NO_ENVIRONMENTS,
+    (ModelParameters, "inference_pool_gid"): _NO_POOLS,
+    (ModelParameters, "autogenerate_inference_pool_gid"): _NO_POOLS,
+}
+
+#: The log levels ``log_level`` and ``--log-level`` accept (in any case).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def load_settings(
     folder: str | Path | None,
     environ: Mapping[str, str],
     *,
-    ignored: list[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> Settings:
     """Server settings from ``folder/settings.json`` (if present), then the environment.
 
     ``model_repository_root`` defaults to ``folder``; a relative root given in the file is taken
-    relative to ``folder``. Names of fields in the file that inferkit does not implement are
-    appended to ``ignored`` when it is given. Raises :class:`SettingsError` naming the file (or
-    the variable) and the field when a value does not fit.
+    relative to ``folder``. A warning for each field inferkit does not implement (in the file or
+    a variable) and each unknown key in the file is appended to ``warnings`` when it is given.
+    Raises :class:`SettingsError` naming the file (or the variable) and the field when a value
+    does not fit.
     """
     data: dict[str, Any] = {}
     source = "defaults"
+    notes: list[str] = []
     if folder is not None:
         path = Path(folder, SETTINGS_FILENAME)
         if path.is_file():
             source = str(path)
-            data = _read_json_object(path)
-            if ignored is not None:
-                ignored.extend(_unknown_fields(data, msgspec.inspect.type_info(Settings)))
+            data = _check_keys(_read_json_object(path), Settings, source, notes)
     settings = _convert(data, Settings, source)
+    check_log_level(settings.log_level, source)
 
     overrides = _env_overrides(Settings, environ, SETTINGS_ENV_PREFIXES)
+    env = _env_by_field(environ, SETTINGS_ENV_PREFIXES)
+    if "log_level" in overrides:
+        source = f"environment variable {env['log_level'][0]}"
+        check_log_level(overrides["log_level"], source, at="")
+    notes.extend(_unimplemented_in_env(env, Settings))
+    notes.extend(_misspelt_in_env(env))
+    if warnings is not None:
+        warnings.extend(notes)
     if folder is not None and "model_repository_root" not in overrides:
         root = settings.model_repository_root if "model_repository_root" in data else "."
         overrides["model_repository_root"] = os.path.normpath(os.path.join(folder, root))
@@ -101,21 +151,22 @@ def load_settings(
 def load_model_settings(
     path: str | Path,
     *,
-    ignored: list[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> ModelSettings:
     """One model version's settings from its ``model-settings.json``.
 
     As MLServer does: ``name`` defaults to the folder's name and ``parameters.uri`` to the folder
     itself; a relative ``uri`` is resolved against the folder. ``folder`` is set to the file's
     (absolute) folder. Environment variables do not apply here (in MLServer 1.7 a file-based
-    model never reads ``MLSERVER_MODEL_*`` either). Unknown field names are appended to
-    ``ignored`` when it is given.
+    model never reads ``MLSERVER_MODEL_*`` either). A warning for each field inferkit does not
+    implement and each unknown key is appended to ``warnings`` when it is given.
     """
     path = Path(os.path.abspath(path))
-    data = _read_json_object(path)
-    if ignored is not None:
-        ignored.extend(_unknown_fields(data, msgspec.inspect.type_info(ModelSettings)))
+    notes: list[str] = []
+    data = _check_keys(_read_json_object(path), ModelSettings, str(path), notes)
     settings = _convert(data, ModelSettings, str(path))
+    if warnings is not None:
+        warnings.extend(notes)
 
     folder = str(path.parent)
     parameters = settings.parameters or ModelParameters()
@@ -128,7 +179,9 @@ def load_model_settings(
     )
 
 
-def model_settings_from_env(environ: Mapping[str, str]) -> ModelSettings | None:
+def model_settings_from_env(
+    environ: Mapping[str, str], *, warnings: list[str] | None = None
+) -> ModelSettings | None:
     """The single model described by ``MLSERVER_MODEL_*`` / ``INFERKIT_MODEL_*`` variables.
 
     Seldon Core and KServe configure a one-model server this way (``MLSERVER_MODEL_NAME``,
@@ -136,7 +189,8 @@ def model_settings_from_env(environ: Mapping[str, str]) -> ModelSettings | None:
     ``parameters`` fields are top-level variables too (``MLSERVER_MODEL_URI``, not
     ``MLSERVER_MODEL_PARAMETERS``) and there is no model unless an implementation is set.
     Unlike MLServer, which then serves a model named ``''`` that no URL can reach, a missing
-    name is an error.
+    name is an error. Variables setting fields inferkit does not implement
+    (``MLSERVER_MODEL_WARM_WORKERS``) are named in ``warnings`` when it is given.
     """
     fields = _env_overrides(
         ModelSettings, environ, MODEL_ENV_PREFIXES, skip=frozenset({"parameters", "folder"})
@@ -149,6 +203,9 @@ def model_settings_from_env(environ: Mapping[str, str]) -> ModelSettings | None:
             " (set MLSERVER_MODEL_NAME or INFERKIT_MODEL_NAME)"
         )
     parameters = _env_overrides(ModelParameters, environ, MODEL_ENV_PREFIXES)
+    if warnings is not None:
+        env = _env_by_field(environ, MODEL_ENV_PREFIXES)
+        warnings.extend(_unimplemented_in_env(env, ModelSettings, ModelParameters))
     return ModelSettings(**fields, parameters=ModelParameters(**parameters))
 
 
@@ -171,32 +228,112 @@ def _convert(value: Any, type_: type[_T], source: str) -> _T:
         raise SettingsError(f"Invalid settings in {source}: {exc}") from exc
 
 
-def _unknown_fields(data: Any, info: msgspec.inspect.Type, prefix: str = "") -> list[str]:
-    """Dotted names of the keys in ``data`` that the Struct described by ``info`` lacks."""
-    if isinstance(info, msgspec.inspect.UnionType):
-        return [
-            name
-            for member in info.types
-            if isinstance(member, msgspec.inspect.StructType)
-            for name in _unknown_fields(data, member, prefix)
-        ]
-    if isinstance(info, msgspec.inspect.ListType) and isinstance(data, list):
-        return [
-            name
-            for index, item in enumerate(data)
-            for name in _unknown_fields(item, info.item_type, f"{prefix[:-1]}[{index}].")
-        ]
-    if not (isinstance(info, msgspec.inspect.StructType) and isinstance(data, dict)):
-        return []
+def _check_keys(
+    data: dict[str, Any], struct_type: type[msgspec.Struct], source: str, notes: list[str]
+) -> dict[str, Any]:
+    """``data`` with pydantic's boolean words made booleans; unknown and unimplemented keys
+    (at any depth) are described in ``notes``."""
+    walked: dict[str, Any] = _walk(data, msgspec.inspect.type_info(struct_type), "", source, notes)
+    return walked
+
+
+def _walk(data: Any, info: msgspec.inspect.Type, prefix: str, source: str, notes: list[str]) -> Any:
+    members = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    if isinstance(data, str) and any(isinstance(m, msgspec.inspect.BoolType) for m in members):
+        word = data.strip().lower()
+        return True if word in _TRUE_WORDS else False if word in _FALSE_WORDS else data
+    for member in members:
+        if isinstance(member, msgspec.inspect.ListType) and isinstance(data, list):
+            return [
+                _walk(item, member.item_type, f"{prefix[:-1]}[{index}].", source, notes)
+                for index, item in enumerate(data)
+            ]
+        if isinstance(member, msgspec.inspect.StructType) and isinstance(data, dict):
+            return _walk_struct(data, member, prefix, source, notes)
+    return data
+
+
+def _walk_struct(
+    data: dict[str, Any],
+    info: msgspec.inspect.StructType,
+    prefix: str,
+    source: str,
+    notes: list[str],
+) -> dict[str, Any]:
     fields = {field.encode_name: field for field in info.fields}
-    unknown: list[str] = []
+    unimplemented = {name for cls, name in UNIMPLEMENTED if cls is info.cls}
+    walked: dict[str, Any] = {}
     for key, value in data.items():
-        field = fields.get(key)
-        if field is None:
-            unknown.append(f"{prefix}{key}")
-        else:
-            unknown.extend(_unknown_fields(value, field.type, f"{prefix}{key}."))
-    return unknown
+        name = f"{prefix}{key}"
+        if key in unimplemented and not _is_off(value):
+            notes.append(_unimplemented_note(name, source, UNIMPLEMENTED[info.cls, key]))
+        elif key not in fields and key not in unimplemented:
+            close = difflib.get_close_matches(key, [*fields, *unimplemented], n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+            notes.append(f"Ignoring unknown setting {name!r} in {source}{hint}")
+        # Only inferkit's fields go on to msgspec (some unimplemented ones are fields too).
+        if key in fields:
+            walked[key] = _walk(value, fields[key].type, f"{name}.", source, notes)
+    return walked
+
+
+def _unimplemented_in_env(
+    env: dict[str, tuple[str, str]], *struct_types: type[msgspec.Struct]
+) -> list[str]:
+    """Warnings for the variables in ``env`` that set a field inferkit does not implement."""
+    notes = []
+    for struct_type in struct_types:
+        for cls, key in UNIMPLEMENTED:
+            if cls is struct_type and key in env and not _is_off(env[key][1]):
+                source = f"environment variable {env[key][0]}"
+                notes.append(_unimplemented_note(key, source, UNIMPLEMENTED[cls, key]))
+    return notes
+
+
+def _misspelt_in_env(env: dict[str, tuple[str, str]]) -> list[str]:
+    """Warnings for ``INFERKIT_*`` variables that look like a misspelt setting.
+
+    Only our own prefix, and only with a close match: other software sets ``MLSERVER_*``
+    variables of its own (``MLSERVER_MODELS_DIR`` in MLServer's image), and ``INFERKIT_*``
+    variables that name no setting may belong to tooling.
+    """
+    known = [field.name for field in msgspec.structs.fields(Settings)]
+    known += [name for cls, name in UNIMPLEMENTED if cls is Settings]
+    notes = []
+    for key, (variable, _) in sorted(env.items()):
+        if not variable.startswith(SETTINGS_ENV_PREFIXES[0]) or key in known:
+            continue
+        if variable.startswith(MODEL_ENV_PREFIXES[0]):
+            continue  # the single model's variables
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            meant = f"{SETTINGS_ENV_PREFIXES[0]}{close[0].upper()}"
+            notes.append(f"Ignoring unknown environment variable {variable}; did you mean {meant}?")
+    return notes
+
+
+def _unimplemented_note(name: str, source: str, instead: str) -> str:
+    return f"Ignoring {name!r} in {source}: inferkit does not implement it ({instead})"
+
+
+def _is_off(value: Any) -> bool:
+    # Set to false or null (in any spelling pydantic takes), a field asks for nothing.
+    if isinstance(value, str):
+        return value.strip().lower() in _FALSE_WORDS or value.strip().lower() in ("", "null")
+    return value is None or value is False
+
+
+def check_log_level(level: str, source: str, at: str = " - at `$.log_level`") -> None:
+    """Raise :class:`SettingsError` naming ``source`` unless ``level`` is in :data:`LOG_LEVELS`.
+
+    Checked when settings are read, so that a bad level is one line naming where it came from
+    rather than logging's ValueError once the server is half started.
+    """
+    if level.upper() not in LOG_LEVELS:
+        raise SettingsError(
+            f"Invalid settings in {source}: Expected one of {', '.join(LOG_LEVELS)},"
+            f" got {level!r}{at}"
+        )
 
 
 def _env_overrides(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import types
 from collections.abc import Iterator
@@ -150,12 +151,65 @@ def test_a_broken_folder_does_not_hide_the_others(tmp_path: Path) -> None:
     ]
 
 
-def test_ignored_fields_are_collected(tmp_path: Path) -> None:
-    write(tmp_path / "a" / "model-settings.json", {"warm_workers": True, "cache_enabled": True})
+def test_settings_warnings_are_logged_once_per_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = {"warm_workers": True, "implementaton": "m.M"}
+    a = write(tmp_path / "a" / "model-settings.json", settings)
     write(tmp_path / "b" / "model-settings.json", {"warm_workers": False})
-    ignored: list[str] = []
-    ModelRepository(tmp_path).discover(ignored=ignored)
-    assert ignored == ["warm_workers", "cache_enabled", "warm_workers"]
+    repository = ModelRepository(tmp_path)
+
+    with caplog.at_level(logging.WARNING, logger="inferkit.repository"):
+        repository.discover()
+        repository.discover()  # every load and index call rescans: nothing new to say
+        assert repository.find("a")
+
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "inferkit.repository",
+            "WARNING",
+            f"Ignoring 'warm_workers' in {a}: inferkit does not implement it"
+            " (workers load the model when they start; deprecated in MLServer too)",
+        ),
+        (
+            "inferkit.repository",
+            "WARNING",
+            f"Ignoring unknown setting 'implementaton' in {a}; did you mean 'implementation'?",
+        ),
+    ]
+
+
+def test_a_changed_settings_file_is_warned_about_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "a" / "model-settings.json", {"implementaton": "m.M"})
+    repository = ModelRepository(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="inferkit.repository"):
+        repository.discover()
+        write(path, {"implementation": "m.M", "cache_enabled": True})
+        repository.discover()
+        repository.discover()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Ignoring unknown setting 'implementaton' in {path}; did you mean 'implementation'?",
+        f"Ignoring 'cache_enabled' in {path}: inferkit does not implement it"
+        " (no response cache; requests always run the model)",
+    ]
+
+
+def test_environment_model_warnings_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {
+        "MLSERVER_MODEL_NAME": "m",
+        "MLSERVER_MODEL_IMPLEMENTATION": "m.M",
+        "MLSERVER_MODEL_CACHE_ENABLED": "yes",
+    }
+    repository = ModelRepository("/nonexistent-inferkit-root", environ)
+    with caplog.at_level(logging.WARNING, logger="inferkit.repository"):
+        assert [m.name for m in repository.discover().models] == ["m"]
+        repository.discover()
+    assert [r.getMessage() for r in caplog.records] == [
+        "Ignoring 'cache_enabled' in environment variable MLSERVER_MODEL_CACHE_ENABLED:"
+        " inferkit does not implement it (no response cache; requests always run the model)"
+    ]
 
 
 def test_rescans_pick_up_new_models(tmp_path: Path) -> None:

@@ -463,9 +463,9 @@ async def test_the_repository_is_scanned_off_the_loop_and_only_when_asked(
             super().__init__(root)
             self.threads: list[int] = []
 
-        def discover(self, *, ignored: list[str] | None = None) -> Discovery:
+        def discover(self) -> Discovery:
             self.threads.append(threading.get_ident())
-            return super().discover(ignored=ignored)
+            return super().discover()
 
     sum_model_folder(tmp_path / "a", "a")
     repository = Recording(tmp_path)

@@ -8,7 +8,12 @@ import pytest
 
 from inferkit.errors import SettingsError
 from inferkit.settings import CORSSettings, ModelParameters, ModelSettings, Settings
-from inferkit.settings_loader import load_model_settings, load_settings, model_settings_from_env
+from inferkit.settings_loader import (
+    UNIMPLEMENTED,
+    load_model_settings,
+    load_settings,
+    model_settings_from_env,
+)
 
 # The seed multi-model example, verbatim (MLServer's docs/examples/mms).
 SEED_SETTINGS = """{
@@ -40,9 +45,9 @@ def write(path: Path, content: str | dict[str, Any]) -> Path:
 
 def test_seed_settings_load_with_string_debug(tmp_path: Path) -> None:
     write(tmp_path / "settings.json", SEED_SETTINGS)
-    ignored: list[str] = []
+    warnings: list[str] = []
 
-    settings = load_settings(tmp_path, {}, ignored=ignored)
+    settings = load_settings(tmp_path, {}, warnings=warnings)
 
     assert settings == Settings(
         debug=True,
@@ -51,7 +56,7 @@ def test_seed_settings_load_with_string_debug(tmp_path: Path) -> None:
         metrics_port=9082,
         model_repository_root=str(tmp_path),
     )
-    assert ignored == []
+    assert warnings == []
 
 
 def test_no_folder_gives_defaults() -> None:
@@ -118,28 +123,128 @@ def test_environment_overrides_the_file_and_the_folder(tmp_path: Path) -> None:
     assert settings.model_repository_root == "/models"
 
 
-def test_unknown_fields_are_reported_not_rejected(tmp_path: Path) -> None:
-    write(
+def test_unknown_and_unimplemented_fields_are_reported_not_rejected(tmp_path: Path) -> None:
+    path = write(
         tmp_path / "settings.json",
         {
-            "kafka_enabled": False,
+            "kafka_enabled": True,
+            "http_prot": 9090,
             "http_port": 9080,
-            "cache_enabled": True,
-            "cors_settings": {"allow_origins": ["*"], "allow_private_network": True},
+            "cache_enabled": "yes",
+            "cors_settings": {"allow_origins": ["*"], "allow_origin": ["x"]},
             "environments_dir": "/tmp/envs",
+            "zzz": 1,
         },
     )
-    ignored: list[str] = []
+    warnings: list[str] = []
 
-    settings = load_settings(tmp_path, {}, ignored=ignored)
+    settings = load_settings(tmp_path, {}, warnings=warnings)
 
     assert settings.http_port == 9080
-    assert ignored == [
-        "kafka_enabled",
-        "cache_enabled",
-        "cors_settings.allow_private_network",
-        "environments_dir",
+    assert warnings == [
+        f"Ignoring 'kafka_enabled' in {path}: inferkit does not implement it"
+        " (no Kafka server; REST and gRPC only)",
+        f"Ignoring unknown setting 'http_prot' in {path}; did you mean 'http_port'?",
+        f"Ignoring 'cache_enabled' in {path}: inferkit does not implement it"
+        " (no response cache; requests always run the model)",
+        f"Ignoring unknown setting 'cors_settings.allow_origin' in {path};"
+        " did you mean 'cors_settings.allow_origins'?",
+        f"Ignoring 'environments_dir' in {path}: inferkit does not implement it"
+        " (the model runs in the server's environment)",
+        f"Ignoring unknown setting 'zzz' in {path}",
     ]
+
+
+def test_unimplemented_fields_set_off_are_not_mentioned(tmp_path: Path) -> None:
+    write(tmp_path / "settings.json", {"kafka_enabled": False, "cache_enabled": "off"})
+    warnings: list[str] = []
+    load_settings(tmp_path, {"MLSERVER_CACHE_ENABLED": "false"}, warnings=warnings)
+    assert warnings == []
+
+
+def test_unimplemented_fields_in_the_environment_are_reported() -> None:
+    warnings: list[str] = []
+    environ = {"MLSERVER_KAFKA_ENABLED": "true", "INFERKIT_METRICS_DIR": "/m", "MLSERVER_X": "1"}
+
+    load_settings(None, environ, warnings=warnings)
+
+    assert warnings == [
+        "Ignoring 'kafka_enabled' in environment variable MLSERVER_KAFKA_ENABLED:"
+        " inferkit does not implement it (no Kafka server; REST and gRPC only)",
+        "Ignoring 'metrics_dir' in environment variable INFERKIT_METRICS_DIR:"
+        " inferkit does not implement it (no metrics folder; parallel workers send their"
+        " metrics to the server process)",
+    ]
+
+
+def test_every_unimplemented_field_is_one_mlserver_has_and_inferkit_ignores() -> None:
+    # MLServer 1.7's fields (mlserver/settings.py) that inferkit does not implement; batching
+    # (max_batch_size, max_batch_time) is implemented and must not be listed.
+    assert sorted((cls.__name__, name) for cls, name in UNIMPLEMENTED) == [
+        ("ModelParameters", "autogenerate_inference_pool_gid"),
+        ("ModelParameters", "environment_path"),
+        ("ModelParameters", "environment_tarball"),
+        ("ModelParameters", "inference_pool_gid"),
+        ("ModelSettings", "cache_enabled"),
+        ("ModelSettings", "warm_workers"),
+        ("Settings", "cache_enabled"),
+        ("Settings", "cache_size"),
+        ("Settings", "environments_dir"),
+        ("Settings", "kafka_enabled"),
+        ("Settings", "kafka_servers"),
+        ("Settings", "kafka_topic_input"),
+        ("Settings", "kafka_topic_output"),
+        ("Settings", "metrics_dir"),
+        ("Settings", "model_repository_implementation"),
+        ("Settings", "model_repository_implementation_args"),
+    ]
+    assert all(UNIMPLEMENTED.values())
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("yes", True),
+        ("no", False),
+        ("on", True),
+        ("off", False),
+        ("1", True),
+        ("0", False),
+        ("True", True),
+        (" FALSE ", False),
+    ],
+)
+def test_boolean_words_as_pydantic_reads_them(tmp_path: Path, word: str, expected: bool) -> None:
+    write(
+        tmp_path / "settings.json",
+        {"debug": word, "cors_settings": {"allow_credentials": word}},
+    )
+    settings = load_settings(tmp_path, {})
+    assert settings.debug is expected
+    assert settings.cors_settings is not None
+    assert settings.cors_settings.allow_credentials is expected
+
+
+@pytest.mark.parametrize("level", ["debug", "INFO", "Warning", "ERROR", "critical"])
+def test_log_levels(tmp_path: Path, level: str) -> None:
+    write(tmp_path / "settings.json", {"log_level": level})
+    assert load_settings(tmp_path, {}).log_level == level
+
+
+def test_invalid_log_level_names_the_file_or_variable(tmp_path: Path) -> None:
+    path = write(tmp_path / "settings.json", {"log_level": "verbose"})
+    with pytest.raises(SettingsError) as info:
+        load_settings(tmp_path, {})
+    assert info.value.message == (
+        f"Invalid settings in {path}: Expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL,"
+        " got 'verbose' - at `$.log_level`"
+    )
+    with pytest.raises(SettingsError) as info:
+        load_settings(None, {"MLSERVER_LOG_LEVEL": "loud"})
+    assert info.value.message == (
+        "Invalid settings in environment variable MLSERVER_LOG_LEVEL:"
+        " Expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,11 +265,11 @@ def test_tracing_server_is_a_setting(
     tmp_path: Path, environ: dict[str, str], expected: str
 ) -> None:
     write(tmp_path / "settings.json", {"tracing_server": "file-collector:4317"})
-    ignored: list[str] = []
+    warnings: list[str] = []
 
-    settings = load_settings(tmp_path, environ, ignored=ignored)
+    settings = load_settings(tmp_path, environ, warnings=warnings)
 
-    assert (settings.tracing_server, ignored) == (expected, [])
+    assert (settings.tracing_server, warnings) == (expected, [])
     assert load_settings(None, {}).tracing_server is None
 
 
@@ -277,24 +382,38 @@ def test_model_settings_are_lax_and_report_unknown_fields(tmp_path: Path) -> Non
         tmp_path / "m" / "model-settings.json",
         {
             "name": "m",
-            "implementation": "model.M",
+            "implementaton": "model.M",
             "max_batch_size": "4",
+            "max_batch_time": 0.01,
             "warm_workers": True,
             "cache_enabled": False,
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1], "tags": []}],
-            "parameters": {"inference_pool_gid": "g", "extra": {"anything": 1}},
+            "parameters": {
+                "inference_pool_gid": "g",
+                "environment_tarball": "env.tar.gz",
+                "verison": "2",
+                "extra": {"anything": 1},
+            },
         },
     )
-    ignored: list[str] = []
+    warnings: list[str] = []
 
-    settings = load_model_settings(path, ignored=ignored)
+    settings = load_model_settings(path, warnings=warnings)
 
     assert settings.max_batch_size == 4
-    assert ignored == [
-        "warm_workers",
-        "cache_enabled",
-        "inputs[0].tags",
-        "parameters.inference_pool_gid",
+    assert settings.implementation == ""
+    unimplemented = f"in {path}: inferkit does not implement it"
+    assert warnings == [
+        f"Ignoring unknown setting 'implementaton' in {path}; did you mean 'implementation'?",
+        f"Ignoring 'warm_workers' {unimplemented}"
+        " (workers load the model when they start; deprecated in MLServer too)",
+        f"Ignoring unknown setting 'inputs[0].tags' in {path}",
+        f"Ignoring 'parameters.inference_pool_gid' {unimplemented}"
+        " (no shared inference pools; each model has its own workers)",
+        f"Ignoring 'parameters.environment_tarball' {unimplemented}"
+        " (the model runs in the server's environment)",
+        f"Ignoring unknown setting 'parameters.verison' in {path};"
+        " did you mean 'parameters.version'?",
     ]
 
 
@@ -395,3 +514,46 @@ def test_model_from_env_wrong_type() -> None:
         "Invalid settings in environment variable MLSERVER_MODEL_MAX_BATCH_TIME:"
         " Expected `float`, got `str`"
     )
+
+
+def test_model_from_env_reports_unimplemented_fields() -> None:
+    warnings: list[str] = []
+    environ = {
+        "MLSERVER_MODEL_NAME": "m",
+        "MLSERVER_MODEL_IMPLEMENTATION": "model.M",
+        "MLSERVER_MODEL_WARM_WORKERS": "true",
+        "MLSERVER_MODEL_ENVIRONMENT_TARBALL": "/e.tar.gz",
+    }
+
+    model = model_settings_from_env(environ, warnings=warnings)
+
+    assert model is not None and model.name == "m"
+    assert warnings == [
+        "Ignoring 'warm_workers' in environment variable MLSERVER_MODEL_WARM_WORKERS:"
+        " inferkit does not implement it"
+        " (workers load the model when they start; deprecated in MLServer too)",
+        "Ignoring 'environment_tarball' in environment variable"
+        " MLSERVER_MODEL_ENVIRONMENT_TARBALL: inferkit does not implement it"
+        " (the model runs in the server's environment)",
+    ]
+
+
+def test_the_settings_page_lists_every_unimplemented_field() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "settings.md").read_text()
+    for cls, name in UNIMPLEMENTED:
+        prefix = "parameters." if cls is ModelParameters else ""
+        assert f"`{prefix}{name}`" in page
+
+
+def test_misspelt_inferkit_variables_are_reported() -> None:
+    warnings: list[str] = []
+    environ = {
+        "INFERKIT_HTTP_PROT": "9000",
+        "INFERKIT_NOX_PYTHON": "3.12",  # tooling's, like nothing we know: not ours to judge
+        "INFERKIT_MODEL_NAM": "m",  # the single model's prefix
+        "MLSERVER_MODELS_DIR": "/mnt/models",  # MLServer's image sets it
+    }
+    load_settings(None, environ, warnings=warnings)
+    assert warnings == [
+        "Ignoring unknown environment variable INFERKIT_HTTP_PROT; did you mean INFERKIT_HTTP_PORT?"
+    ]

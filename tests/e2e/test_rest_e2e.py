@@ -190,7 +190,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert missing.stderr.strip() == f"inferkit: error: {tmp_path / 'nope'} is not a folder"
     (tmp_path / "settings.json").write_text('{"http_port": "many"}')
     bad = run_cli("start", str(tmp_path))
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # a settings error, like a usage error
     assert len(bad.stderr.strip().splitlines()) == 1
     assert "settings.json" in bad.stderr and "http_port" in bad.stderr
     version = run_cli("--version")
