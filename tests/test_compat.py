@@ -365,3 +365,31 @@ def test_requests_and_responses_take_dicts_as_mlservers_pydantic_types_do() -> N
     assert response.outputs == [ResponseOutput(name="o", shape=[1], datatype="FP32", data=[1.0])]
     with pytest.raises(msgspec.ValidationError, match="missing required field `shape`"):
         InferenceRequest(inputs=[{"name": "x", "datatype": "FP32"}])
+
+
+async def test_mlserver_log_works_in_a_models_own_predict_stream() -> None:
+    from collections.abc import AsyncIterator
+
+    from inferkit import InferenceResponse
+    from inferkit.compat.mlserver import MLModel, log
+    from inferkit.settings import ModelSettings
+
+    class Streaming(MLModel):
+        async def predict_stream(
+            self, payloads: AsyncIterator[InferenceRequest]
+        ) -> AsyncIterator[InferenceResponse]:
+            async for _ in payloads:
+                log(streamed=1.0)
+                yield InferenceResponse(model_name=self.name, outputs=[])
+
+    async def two() -> AsyncIterator[InferenceRequest]:
+        for _ in range(2):
+            yield docs("x")
+
+    server = Server([Streaming(ModelSettings(name="streaming"))])
+    await server.start()
+    assert len([r async for r in server.infer_stream("streaming", two())]) == 2
+    [family] = [s for s in server.metrics.collect() if s.name == "streamed"]
+    assert family.samples[0][1].count == 2  # type: ignore[union-attr]
+    with pytest.raises(LookupError):
+        log(streamed=1.0)  # the context ended with the stream's steps
