@@ -20,6 +20,7 @@ from .types import (
     InferenceRequest,
     InferenceResponse,
     MetadataModelResponse,
+    MetadataTensor,
     RequestInput,
     RequestOutput,
     ResponseOutput,
@@ -69,11 +70,49 @@ class Model:
 
     def __init__(self, settings: ModelSettings | None = None) -> None:
         self.settings = settings if settings is not None else ModelSettings()
-        self.codecs: _codecs.CodecRegistry = _codecs.default_codecs()
+        self.codecs = _codecs.default_codecs()
         #: True once ``load`` succeeded; kept for MLServer models that check ``self.ready``.
         self.ready = False
         #: Custom metrics, labelled with this model; exported on /metrics once served.
         self.metrics = ModelMetrics(self.settings.name, self.settings.version or "")
+
+    @property
+    def codecs(self) -> _codecs.CodecRegistry:
+        """The codec registry: the server's, plus the codecs this model's module declares
+        (MLServer's ``@register_input_codec``; see :func:`inferkit.codecs.declare_codec`)."""
+        return self._codecs
+
+    @codecs.setter
+    def codecs(self, registry: _codecs.CodecRegistry) -> None:
+        self._codecs = _codecs.with_declared(registry, type(self))
+
+    @property
+    def _settings(self) -> ModelSettings:
+        # MLServer's MLModel keeps its settings here, and model files read
+        # `self._settings.parameters.uri`; the same object as `self.settings`.
+        return self.settings
+
+    @_settings.setter
+    def _settings(self, value: ModelSettings) -> None:
+        self.settings = value
+
+    @property
+    def inputs(self) -> list[MetadataTensor]:
+        """The inputs declared in the settings (MLServer's ``MLModel.inputs``)."""
+        return self.settings.inputs
+
+    @inputs.setter
+    def inputs(self, value: list[MetadataTensor]) -> None:
+        self.settings.inputs = value
+
+    @property
+    def outputs(self) -> list[MetadataTensor]:
+        """The outputs declared in the settings (MLServer's ``MLModel.outputs``)."""
+        return self.settings.outputs
+
+    @outputs.setter
+    def outputs(self, value: list[MetadataTensor]) -> None:
+        self.settings.outputs = value
 
     @property
     def name(self) -> str:

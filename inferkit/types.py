@@ -13,7 +13,7 @@ JSON without a per-element Python loop.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -82,6 +82,20 @@ class InferenceRequest(_Base, kw_only=True):
     inputs: list[RequestInput]
     outputs: list[RequestOutput] | None = None
 
+    def __post_init__(self) -> None:
+        # MLServer's pydantic types take dicts for nested messages, and model code (and its
+        # tests) build requests that way; transports and decoders pass Structs, which cost
+        # one type check each here.
+        for item in self.inputs:
+            if type(item) is not RequestInput:
+                self.inputs = _structs(self.inputs, RequestInput)
+                break
+        if self.outputs:
+            for output in self.outputs:
+                if type(output) is not RequestOutput:
+                    self.outputs = _structs(self.outputs, RequestOutput)
+                    break
+
 
 class ResponseOutput(_Base, kw_only=True):
     """One output tensor of an inference response (V2 ``$response_output``)."""
@@ -101,6 +115,13 @@ class InferenceResponse(_Base, kw_only=True):
     id: str | None = None
     parameters: Parameters | None = None
     outputs: list[ResponseOutput]
+
+    def __post_init__(self) -> None:
+        # As InferenceRequest: dicts become ResponseOutputs, as MLServer's pydantic types do.
+        for output in self.outputs:
+            if type(output) is not ResponseOutput:
+                self.outputs = _structs(self.outputs, ResponseOutput)
+                break
 
 
 class MetadataTensor(_Base, kw_only=True):
@@ -149,6 +170,16 @@ class RepositoryIndexResponseItem(msgspec.Struct, kw_only=True):
 
 #: ``POST /v2/repository/index`` answers a bare JSON list.
 RepositoryIndexResponse = list[RepositoryIndexResponseItem]
+
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def _structs(items: Any, cls: type[_S]) -> list[_S]:
+    """``items`` with every dict converted to ``cls``, validated as decoding would be
+    (``msgspec.ValidationError`` names the field); tensor data is kept as it is, and anything
+    else (a Struct of a similar shape) is left alone, as before."""
+    return [msgspec.convert(item, cls) if isinstance(item, dict) else item for item in items]
 
 
 def _enc_hook(obj: Any) -> Any:

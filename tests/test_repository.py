@@ -413,7 +413,7 @@ def test_mlserver_runtime_names_map_to_inferkit_runtimes(monkeypatch: pytest.Mon
             {"model.py": "from mlserver.grpc import servicers\n"},
             "Cannot import 'model.M': No module named 'mlserver.grpc': inferkit's MLServer"
             " compatibility covers mlserver, mlserver.codecs, mlserver.errors,"
-            " mlserver.settings, mlserver.types",
+            " mlserver.logging, mlserver.settings, mlserver.types, mlserver.utils",
         ),
         (
             "model.M",

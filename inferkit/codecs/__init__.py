@@ -28,7 +28,10 @@ from .registry import (
     InputCodecLike,
     RequestCodecLike,
     as_registry,
+    declare_codec,
+    declared_codecs,
     default_codecs,
+    with_declared,
 )
 from .selection import decode_input, decode_request, encode_output, encode_response
 from .signature import PredictFunc, SignatureCodec, decode_args
@@ -60,6 +63,8 @@ __all__ = [
     "as_registry",
     "check_tensor",
     "content_type_of",
+    "declare_codec",
+    "declared_codecs",
     "decode_args",
     "decode_input",
     "decode_raw",
@@ -74,4 +79,5 @@ __all__ = [
     "relocate",
     "to_datatype",
     "to_dtype",
+    "with_declared",
 ]

@@ -24,9 +24,15 @@ __all__ = [
     "CodecRegistry",
     "InputCodecLike",
     "RequestCodecLike",
+    "declare_codec",
+    "declared_codecs",
     "default_codecs",
     "hint_key",
+    "with_declared",
 ]
+
+#: Attribute marking a codec declared with :func:`declare_codec` ("input" or "request").
+DECLARED = "__inferkit_declared_codec__"
 
 #: A codec class (or, as MLServer allows, an instance of one).
 InputCodecLike = type[InputCodec] | InputCodec
@@ -126,6 +132,51 @@ def as_registry(codecs: CodecRegistry | Iterable[Any] | None) -> CodecRegistry:
         else:
             registry.register_input_codec(codec)
     return registry
+
+
+_D = typing.TypeVar("_D")
+
+
+def declare_codec(codec: _D, kind: typing.Literal["input", "request"]) -> _D:
+    """Mark ``codec`` for the models of the module that defines or imports it; returns it.
+
+    This is what MLServer's ``register_input_codec`` / ``register_request_codec`` decorators
+    become: instead of adding the codec to a process-wide registry, it is recorded on the codec
+    itself, and :func:`with_declared` adds it to a model's registry when the model gets one.
+    A codec without a ``ContentType`` is left alone, as MLServer leaves it unregistered.
+    """
+    if getattr(codec, "ContentType", None):
+        setattr(codec, DECLARED, kind)
+    return codec
+
+
+def declared_codecs(model_class: type) -> list[Any]:
+    """Codecs declared (:func:`declare_codec`) in the modules of ``model_class`` and of its
+    base classes, in module order; inferkit's own modules declare none."""
+    found: dict[int, Any] = {}
+    for cls in model_class.__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is None or cls.__module__.partition(".")[0] in ("inferkit", "builtins"):
+            continue
+        for value in list(vars(module).values()):
+            # Only the codec that was declared, not a subclass inheriting the mark.
+            if DECLARED in getattr(value, "__dict__", {}):
+                found.setdefault(id(value), value)
+    return list(found.values())
+
+
+def with_declared(registry: CodecRegistry, model_class: type) -> CodecRegistry:
+    """``registry``, or a copy of it with the codecs ``model_class``'s modules declare."""
+    declared = declared_codecs(model_class)
+    if not declared:
+        return registry
+    extended = registry.copy()
+    for codec in declared:
+        if getattr(codec, DECLARED) == "request":
+            extended.register_request_codec(codec)
+        else:
+            extended.register_input_codec(codec)
+    return extended
 
 
 def _content_type(codec: InputCodecLike | RequestCodecLike) -> str:

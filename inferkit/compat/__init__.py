@@ -3,8 +3,9 @@
 Model files written for MLServer import from ``mlserver`` (``from mlserver import MLModel``,
 ``from mlserver.codecs import decode_args``). When MLServer itself is not installed, the
 repository loader calls :func:`install_mlserver_alias` and retries, so such a file serves
-unchanged: ``mlserver``, ``mlserver.codecs``, ``mlserver.types``, ``mlserver.settings`` and
-``mlserver.errors`` then name the inferkit equivalents in :mod:`inferkit.compat.mlserver`.
+unchanged: ``mlserver``, ``mlserver.codecs``, ``mlserver.types``, ``mlserver.settings``,
+``mlserver.errors``, ``mlserver.utils`` and ``mlserver.logging`` then name the inferkit
+equivalents in :mod:`inferkit.compat.mlserver`.
 
 This touches ``sys.modules``, which is process-wide by nature (as every import is); it happens
 only when a model actually needs it, never when MLServer is installed, and never on
@@ -25,10 +26,12 @@ log = logging.getLogger("inferkit.compat")
 #: The MLServer modules model code imports, and the inferkit modules that stand in for them.
 MLSERVER_MODULES = {
     "mlserver": "inferkit.compat.mlserver",
-    "mlserver.codecs": "inferkit.codecs",
+    "mlserver.codecs": "inferkit.compat.mlserver.codecs",
     "mlserver.types": "inferkit.types",
     "mlserver.settings": "inferkit.compat.mlserver.settings",
     "mlserver.errors": "inferkit.compat.mlserver.errors",
+    "mlserver.utils": "inferkit.compat.mlserver.utils",
+    "mlserver.logging": "inferkit.compat.mlserver.logging",
 }
 
 

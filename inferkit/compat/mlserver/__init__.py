@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from ... import codecs, types
-from ...model import Model as MLModel
+from ... import types
 from ...settings import ModelParameters, ModelSettings, Settings
-from . import errors, settings
+from . import codecs, errors, logging, settings, utils
+from .model import MLModel, log, register
 
 __all__ = [
     "MLModel",
@@ -15,6 +15,10 @@ __all__ = [
     "Settings",
     "codecs",
     "errors",
+    "log",
+    "logging",
+    "register",
     "settings",
     "types",
+    "utils",
 ]
