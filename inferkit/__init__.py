@@ -11,6 +11,7 @@ from . import errors, events, types
 from ._version import __version__
 from .codecs import decode_args
 from .errors import InferkitError
+from .handlers import custom_handler
 from .model import Model, ModelProtocol
 from .server import Server
 from .settings import ModelParameters, ModelSettings, Settings
@@ -46,6 +47,7 @@ __all__ = [
     "Server",
     "Settings",
     "__version__",
+    "custom_handler",
     "decode_args",
     "errors",
     "events",

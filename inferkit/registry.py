@@ -122,10 +122,20 @@ class Slot:
 class Registry:
     """Models by name and version, with their lifecycle."""
 
-    def __init__(self, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        *,
+        attach: Callable[[Slot, ModelProtocol], None] | None = None,
+        detach: Callable[[Slot], None] | None = None,
+    ) -> None:
         self._slots: dict[str, dict[str, Slot]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._emit = emit
+        # Called with a newly loaded model before it turns READY (raising fails the load), and
+        # when a version stops holding a model: the server's custom handler table.
+        self._attach = attach
+        self._detach = detach
 
     def add(self, settings: ModelSettings, factory: ModelFactory) -> Slot:
         """Register a model version (not loaded). Re-adding a version replaces its settings."""
@@ -209,6 +219,7 @@ class Registry:
             new = slot.factory(slot.settings)
             if await new.load() is False:
                 raise ModelLoadError("load() returned False")
+            await self._attached(slot, new)
         except Exception as exc:
             reason = _reason(exc)
             log.error(
@@ -230,6 +241,19 @@ class Registry:
         self._emit(ModelLoaded(model=slot.name, version=slot.version, duration_s=duration))
         return ""
 
+    async def _attached(self, slot: Slot, model: ModelProtocol) -> None:
+        if self._attach is None:
+            return
+        try:
+            self._attach(slot, model)
+        except Exception:
+            # Loaded but refused (a custom handler path is taken): release what it loaded.
+            try:
+                await model.unload()
+            except Exception:
+                log.exception("Unloading the refused instance of model '%s' failed", slot.name)
+            raise
+
     async def _retire(self, slot: Slot, old: ModelProtocol) -> None:
         # Requests that entered before the swap still hold ``old``; let them finish first.
         await slot.wait_idle()
@@ -242,6 +266,8 @@ class Registry:
         if self._move(slot, "fail") != "FAILED":
             return  # a failed reload: the table keeps it READY on the old instance
         slot.reason, slot.model = reason, None
+        if self._detach is not None:
+            self._detach(slot)
         self._emit(ModelFailed(model=slot.name, version=slot.version, reason=reason))
 
     def _move(self, slot: Slot, action: Action) -> State:
@@ -261,6 +287,8 @@ class Registry:
     async def _unload(self, slot: Slot) -> None:
         model = slot.model
         self._move(slot, "unload")
+        if self._detach is not None:
+            self._detach(slot)  # its custom handlers go first: no new call reaches it
         if model is None:
             return
         await slot.wait_idle()

@@ -71,6 +71,10 @@ async def serve_async(server: Server, settings: Settings | None = None) -> None:
     stop = asyncio.Event()
     restore = _install_signal_handlers(stop)
     try:
+        from .transports.rest import reserve_rest_paths
+
+        # The REST app is made after the models load: refuse V2 paths to custom handlers now.
+        reserve_rest_paths(server, settings)
         await server.start()
         await _log_models(server)
         # What is loaded by now (modules, models) lives as long as the server: move it out of

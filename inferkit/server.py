@@ -35,6 +35,7 @@ from .errors import (
     ShuttingDown,
 )
 from .events import Listener
+from .handlers import HandlerRoute, HandlerTable, RouteCheck, find_handlers
 from .logs import access_listener
 from .metrics import MetricStore
 from .model import Model, ModelProtocol, StreamingModel, has_own_stream
@@ -93,7 +94,11 @@ class Server:
         )
         #: Metrics of the transports and custom metrics of the models, for exporters.
         self.metrics = MetricStore()
-        self._registry = Registry(self._pipeline.emit)
+        # Custom REST handlers (``@custom_handler``) of the loaded models, served by transports.
+        self._handlers = HandlerTable()
+        self._registry = Registry(
+            self._pipeline.emit, attach=self._attach_handlers, detach=self._detach_handlers
+        )
         # Unary calls waiting in a batcher (queued or in a running batch): the calls in hand
         # beyond these are being read or answered, and may bring a batch more requests.
         self._parked = 0
@@ -153,6 +158,8 @@ class Server:
         if workers > 0:
             from .parallel import ParallelModel
 
+            _refuse_parallel_handlers(settings)
+
             parallel = ParallelModel(
                 settings, workers=workers, server_settings=self.settings, codecs=self.codecs
             )
@@ -166,6 +173,24 @@ class Server:
             model.codecs = self.codecs
             self.metrics.attach(model.metrics)
         return model
+
+    def _attach_handlers(self, slot: Slot, model: ModelProtocol) -> None:
+        while isinstance(model, BatchingModel):
+            model = model.model
+        self._handlers.attach(slot.name, slot.version, model)
+
+    def _detach_handlers(self, slot: Slot) -> None:
+        self._handlers.detach(slot.name, slot.version)
+
+    def custom_routes(self) -> list[HandlerRoute]:
+        """The custom handlers (``@custom_handler``) of the loaded models, for transports."""
+        return self._handlers.routes()
+
+    def add_route_check(self, check: RouteCheck) -> None:
+        """Refuse custom handler paths ``check`` names a reason for (a transport's own routes):
+        a model declaring one fails to load with that reason."""
+        if check not in self._handlers.checks:
+            self._handlers.checks.append(check)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every event (inference finished, model loaded, ...)."""
@@ -585,3 +610,22 @@ def _settings_metadata(settings: ModelSettings) -> MetadataModelResponse:
 
 def _v(version: str) -> str:
     return f" version '{version}'" if version else ""
+
+
+def _refuse_parallel_handlers(settings: ModelSettings) -> None:
+    """Refuse a model with custom handlers in worker processes: its handlers would have to run
+    in the main process, on an instance that is never loaded there."""
+    from .repository import resolve_implementation
+
+    try:
+        cls = resolve_implementation(settings)
+    except Exception:
+        return  # the workers import it again and report why it fails
+    if handlers := find_handlers(cls):
+        paths = ", ".join(f"{h.rest_method} {h.rest_path}" for h, _ in handlers)
+        raise ModelLoadError(
+            f"Custom handlers ({paths}) are not served for models in worker processes "
+            "(parallel_workers above 0): set parallel_workers to 0 for this model",
+            model=settings.name,
+            version=settings.version,
+        )

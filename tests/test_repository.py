@@ -412,8 +412,9 @@ def test_mlserver_runtime_names_map_to_inferkit_runtimes(monkeypatch: pytest.Mon
             "model.M",
             {"model.py": "from mlserver.grpc import servicers\n"},
             "Cannot import 'model.M': No module named 'mlserver.grpc': inferkit's MLServer"
-            " compatibility covers mlserver, mlserver.codecs, mlserver.errors,"
-            " mlserver.logging, mlserver.settings, mlserver.types, mlserver.utils",
+            " compatibility covers mlserver, mlserver.codecs, mlserver.errors, mlserver.handlers,"
+            " mlserver.handlers.custom, mlserver.logging, mlserver.settings, mlserver.types,"
+            " mlserver.utils",
         ),
         (
             "model.M",

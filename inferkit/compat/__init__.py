@@ -4,8 +4,8 @@ Model files written for MLServer import from ``mlserver`` (``from mlserver impor
 ``from mlserver.codecs import decode_args``). When MLServer itself is not installed, the
 repository loader calls :func:`install_mlserver_alias` and retries, so such a file serves
 unchanged: ``mlserver``, ``mlserver.codecs``, ``mlserver.types``, ``mlserver.settings``,
-``mlserver.errors``, ``mlserver.utils`` and ``mlserver.logging`` then name the inferkit
-equivalents in :mod:`inferkit.compat.mlserver`.
+``mlserver.errors``, ``mlserver.utils``, ``mlserver.logging`` and ``mlserver.handlers`` then
+name the inferkit equivalents in :mod:`inferkit.compat.mlserver`.
 
 This touches ``sys.modules``, which is process-wide by nature (as every import is); it happens
 only when a model actually needs it, never when MLServer is installed, and never on
@@ -32,6 +32,8 @@ MLSERVER_MODULES = {
     "mlserver.errors": "inferkit.compat.mlserver.errors",
     "mlserver.utils": "inferkit.compat.mlserver.utils",
     "mlserver.logging": "inferkit.compat.mlserver.logging",
+    "mlserver.handlers": "inferkit.compat.mlserver.handlers",
+    "mlserver.handlers.custom": "inferkit.compat.mlserver.handlers",
 }
 
 

@@ -30,6 +30,7 @@ from .. import errors
 from ..server import Server
 from ..settings import Settings
 from ..types import RepositoryIndexRequest, encode_json
+from .custom_routes import CustomRoutes, v2_route_check
 from .infer_endpoint import (
     STATUS,
     BodyReader,
@@ -42,7 +43,7 @@ from .infer_endpoint import (
 )
 from .openapi import docs_routes
 
-__all__ = ["STATUS", "create_rest_app", "error_response", "status_for"]
+__all__ = ["STATUS", "create_rest_app", "error_response", "reserve_rest_paths", "status_for"]
 
 log = logging.getLogger("inferkit.rest")
 
@@ -72,14 +73,30 @@ def _guard(handler: Handler) -> Handler:
 
 
 def create_rest_app(server: Server, settings: Settings | None = None) -> Starlette:
-    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's).
+    """The V2 REST API of ``server`` as a Starlette app (settings default to the server's),
+    with the custom handlers of its loaded models.
 
     Tracing, like the access log and metrics, is the server's: ``server.add_hook(tracer)``
     (:mod:`inferkit.transports.tracing`) traces every transport.
     """
     settings = settings if settings is not None else server.settings
     api = _Api(server, settings.max_request_size)
-    return Starlette(routes=api.routes(), middleware=_middleware(settings))
+    app = Starlette(routes=api.routes(), middleware=_middleware(settings))
+    # The models' custom handlers (``@custom_handler``) come and go with the models: the
+    # router tries them when no V2 route matched, and a model may not take a V2 route's path.
+    app.router.default = CustomRoutes(server, api.reader, app.router.default)
+    server.add_route_check(v2_route_check(app.routes))
+    return app
+
+
+def reserve_rest_paths(server: Server, settings: Settings | None = None) -> None:
+    """Make a model whose custom handler takes a path of the V2 REST API fail to load.
+
+    :func:`create_rest_app` does this for the models loaded after it; call this before
+    ``server.start()`` when the app is made after the models load (the runner does).
+    """
+    settings = settings if settings is not None else server.settings
+    server.add_route_check(v2_route_check(_Api(server, settings.max_request_size).routes()))
 
 
 def _middleware(settings: Settings) -> list[Middleware]:

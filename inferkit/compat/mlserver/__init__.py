@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ... import types
 from ...settings import ModelParameters, ModelSettings, Settings
-from . import codecs, errors, logging, settings, utils
+from . import codecs, errors, handlers, logging, settings, utils
 from .model import MLModel, log, register
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Settings",
     "codecs",
     "errors",
+    "handlers",
     "log",
     "logging",
     "register",
