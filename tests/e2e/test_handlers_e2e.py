@@ -14,7 +14,7 @@ from harness import Running, inferkit_start
 
 pytestmark = pytest.mark.e2e
 
-MLSERVER_HANDLERS = '''
+MLSERVER_HANDLERS = """
 from starlette.requests import Request  # fastapi.Request is this class too
 
 from mlserver import MLModel
@@ -42,7 +42,7 @@ class Handlers(MLModel):
     @custom_handler(rest_path="/status", rest_method="GET")
     async def status(self) -> dict:
         return {"model": self.name, "calls": self.calls}
-'''
+"""
 
 
 def model_folder(root: Path, name: str, **settings: object) -> None:
