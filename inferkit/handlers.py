@@ -121,7 +121,11 @@ class HandlerTable:
             HandlerRoute(model, version, marker.rest_path, marker.rest_method, func)
             for marker, func in find_handlers(instance)
         ]
+        seen: dict[tuple[str, str], HandlerRoute] = {}
         for route in new:
+            twice = seen.setdefault((route.method, route.path), route)
+            if twice is not route:
+                raise _clash(route, f"{twice.func.__name__}() is served there too")
             taken = self._routes.get((route.method, route.path))
             if taken is not None and (taken.model, taken.version) != (model, version):
                 raise _clash(route, f"it is already served by {taken.owner}")

@@ -136,3 +136,23 @@ async def test_models_in_worker_processes_with_handlers_are_refused(tmp_path: ob
         "Custom handlers (POST /x) are not served for models in worker processes "
         "(parallel_workers above 0): set parallel_workers to 0 for this model",
     )
+
+
+class Twice(SumModel):
+    @custom_handler("/same")
+    async def one(self) -> int:
+        return 1
+
+    @custom_handler("/same")
+    async def two(self) -> int:
+        return 2
+
+
+async def test_one_path_twice_in_a_model_is_a_load_error() -> None:
+    server = Server([named(Twice, "t")])
+    await server.start()
+    [item] = await server.index()
+    assert (item.state, item.reason) == (
+        "FAILED",
+        "Custom handler POST /same of model 't' cannot be served: one() is served there too",
+    )
