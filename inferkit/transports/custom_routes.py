@@ -114,7 +114,7 @@ def v2_route_check(routes: Sequence[BaseRoute]) -> Callable[[HandlerRoute], str]
         scope = {"type": "http", "path": route.path, "method": route.method, "root_path": ""}
         for own in routes:
             if own.matches(scope)[0] is not Match.NONE:
-                return f"{route.path} is a route of the V2 REST API"
+                return f"{route.path} is a route of the REST app (V2, docs or metrics)"
         return ""
 
     return check

@@ -96,7 +96,15 @@ def reserve_rest_paths(server: Server, settings: Settings | None = None) -> None
     ``server.start()`` when the app is made after the models load (the runner does).
     """
     settings = settings if settings is not None else server.settings
-    server.add_route_check(v2_route_check(_Api(server, settings.max_request_size).routes()))
+    routes = _Api(server, settings.max_request_size).routes()
+    if settings.metrics_endpoint and settings.metrics_on_http_port:
+        # The runner adds the metrics route to the app later; its path is taken too.
+        routes.append(Route(settings.metrics_endpoint, _probe_route, methods=["GET"]))
+    server.add_route_check(v2_route_check(routes))
+
+
+async def _probe_route(request: Request) -> Response:  # a stand-in: only its path is matched
+    return Response(status_code=404)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:

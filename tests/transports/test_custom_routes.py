@@ -174,7 +174,7 @@ async def test_a_v2_path_is_a_load_error(cls: type[SumModel], route: str) -> Non
         assert (item.state, item.reason) == (
             "FAILED",
             f"Custom handler {route} of model 's' cannot be served: "
-            f"{path} is a route of the V2 REST API",
+            f"{path} is a route of the REST app (V2, docs or metrics)",
         )
 
 
@@ -188,3 +188,24 @@ async def test_mounted_under_a_prefix() -> None:
     transport = httpx.ASGITransport(app=host)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         assert (await http.post("/ml/sum", json=[1, 1])).json() == 2
+
+
+class OnMetrics(SumModel):
+    @custom_handler("/metrics", rest_method="GET")
+    async def metrics(self) -> int:
+        return 1
+
+
+async def test_reserved_before_start_with_the_metrics_route_on_the_http_port() -> None:
+    from inferkit import Settings
+    from inferkit.transports.rest import reserve_rest_paths
+
+    server = Server([named(OnMetrics, "m")], settings=Settings(metrics_on_http_port=True))
+    reserve_rest_paths(server)  # as the runner does: the app is made after the models load
+    await server.start()
+    [item] = await server.index()
+    assert (item.state, item.reason) == (
+        "FAILED",
+        "Custom handler GET /metrics of model 'm' cannot be served: "
+        "/metrics is a route of the REST app (V2, docs or metrics)",
+    )
