@@ -192,7 +192,7 @@ async def test_mounted_under_a_prefix() -> None:
 
 class OnMetrics(SumModel):
     @custom_handler("/metrics", rest_method="GET")
-    async def metrics(self) -> int:
+    async def scrape(self) -> int:
         return 1
 
 
