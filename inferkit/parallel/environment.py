@@ -42,11 +42,15 @@ _PROBE = "import json, sys; print(json.dumps([list(sys.version_info[:2]), sys.pa
 
 @dataclass(frozen=True)
 class Environment:
-    """An environment's interpreter and the ``sys.path`` its workers start with."""
+    """An environment's folder, its interpreter and that interpreter's own ``sys.path``."""
 
     folder: str
     python: str
     sys_path: tuple[str, ...]
+
+    def worker_path(self, server_path: list[str]) -> list[str]:
+        """A worker's ``sys.path``: the environment's own, then the server's not among them."""
+        return [*self.sys_path, *(p for p in server_path if p not in self.sys_path)]
 
 
 def default_environments_dir() -> str:
@@ -121,8 +125,7 @@ def _probe(settings: ModelSettings, folder: str) -> Environment:
             f"{python} is Python {major}.{minor} and the server runs"
             f" {sys.version_info[0]}.{sys.version_info[1]}; they must be the same minor version",
         )
-    own = tuple(p for p in paths if p)
-    return Environment(folder, python, (*own, *(p for p in sys.path if p not in own)))
+    return Environment(folder, python, tuple(p for p in paths if p))
 
 
 def unpack(tarball: str, environments_dir: str, settings: ModelSettings) -> str:
@@ -173,7 +176,8 @@ class _EnvironmentPopen(popen_spawn_posix.Popen):
         fds: list[int] = self._fds  # type: ignore[attr-defined]
         fds.append(tracker_fd)  # type: ignore[arg-type]
         prep_data = spawn.get_preparation_data(process_obj._name)
-        prep_data["sys_path"] = list(environment.sys_path)
+        # The server's sys.path (with '' made absolute by spawn) after the environment's.
+        prep_data["sys_path"] = environment.worker_path(prep_data["sys_path"])
         fp = io.BytesIO()
         popen_spawn_posix.set_spawning_popen(self)  # type: ignore[attr-defined]
         try:

@@ -76,8 +76,16 @@ def model_settings(name: str, **parameters: Any) -> dict[str, Any]:
 
 def write_where(root: Path, models: dict[str, dict[str, Any]], **settings: Any) -> Path:
     write_repository(root, models, **settings)
-    for folder in models:
-        (root / folder / "model.py").write_text(WHERE_MODEL)
+    for folder, model in models.items():
+        # A model with an environment imports the marker at import time: the server process
+        # (which has no envmarker) must never import its module.
+        strict = (
+            "environment_path" in model["parameters"]
+            or "environment_tarball" in model["parameters"]
+        )
+        (root / folder / "model.py").write_text(
+            ("import envmarker  # noqa: F401\n" if strict else "") + WHERE_MODEL
+        )
     return root
 
 
