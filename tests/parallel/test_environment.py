@@ -139,3 +139,20 @@ def test_a_tarball_cannot_write_outside_its_folder(tmp_path: Path, name: str) ->
         assert (Path(folder) / name.lstrip("/")).read_bytes() == b"x"
     assert not (tmp_path / "outside").exists()
     assert not Path("/abs/outside").exists()
+
+
+def test_a_tarball_cannot_write_through_a_link_outside_its_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    packed = tmp_path / "evil.tar"
+    with tarfile.open(packed, "w") as archive:
+        link = tarfile.TarInfo("lib")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        archive.addfile(link)
+        member = tarfile.TarInfo("lib/planted")
+        archive.addfile(member, io.BytesIO(b""))
+
+    with pytest.raises(ModelLoadError):
+        unpack(str(packed), str(tmp_path / "envs"), settings())
+
+    assert list(outside.iterdir()) == []
