@@ -99,7 +99,10 @@ class ModelParameters(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str | None = None
     format: str | None = None
     content_type: str | None = None
+    #: A conda-pack or venv tarball, unpacked once into ``environments_dir``: the model runs in
+    #: worker processes with its interpreter (``docs/parallel.md``). Relative to ``folder``.
     environment_tarball: str | None = None
+    #: A venv or conda environment folder whose interpreter runs the model's workers.
     environment_path: str | None = None
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
