@@ -155,6 +155,12 @@ class Server:
         workers = settings.parallel_workers
         if workers is None:
             workers = self.settings.parallel_workers
+        parameters = settings.parameters
+        if parameters is not None and (
+            parameters.environment_path or parameters.environment_tarball
+        ):
+            # A model in its own Python environment can only run in a worker (as in MLServer).
+            workers = max(workers, 1)
         if workers > 0:
             from .parallel import ParallelModel
 

@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: is the fast path for small models.
     parallel_workers: int = 0
     parallel_workers_timeout: float = 5.0
+    #: Where models' ``environment_tarball`` files are unpacked (one folder per tarball's
+    #: SHA-256, reused on reload and restart). None: ``inferkit-environments`` in the temp dir.
+    environments_dir: str | None = None
     model_repository_root: str = "."
     load_models_at_startup: bool = True
     server_name: str = "inferkit"
@@ -96,7 +99,10 @@ class ModelParameters(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str | None = None
     format: str | None = None
     content_type: str | None = None
+    #: A conda-pack or venv tarball, unpacked once into ``environments_dir``: the model runs in
+    #: worker processes with its interpreter (``docs/parallel.md``). Relative to ``folder``.
     environment_tarball: str | None = None
+    #: A venv or conda environment folder whose interpreter runs the model's workers.
     environment_path: str | None = None
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
 

@@ -76,7 +76,6 @@ _T = TypeVar("_T")
 
 _NO_KAFKA = "no Kafka server; REST and gRPC only"
 _NO_CACHE = "no response cache; requests always run the model"
-_NO_ENVIRONMENTS = "the model runs in the server's environment"
 _NO_POOLS = "no shared inference pools; each model has its own workers"
 _ONE_REPOSITORY = "the repository is always the folder tree under model_repository_root"
 
@@ -90,7 +89,6 @@ UNIMPLEMENTED: Mapping[tuple[type[msgspec.Struct], str], str] = {
     (Settings, "kafka_topic_output"): _NO_KAFKA,
     (Settings, "cache_enabled"): _NO_CACHE,
     (Settings, "cache_size"): _NO_CACHE,
-    (Settings, "environments_dir"): _NO_ENVIRONMENTS,
     (Settings, "metrics_dir"): "no metrics folder; parallel workers send their metrics to the"
     " server process",
     (Settings, "model_repository_implementation"): _ONE_REPOSITORY,
@@ -98,8 +96,6 @@ UNIMPLEMENTED: Mapping[tuple[type[msgspec.Struct], str], str] = {
     (ModelSettings, "cache_enabled"): _NO_CACHE,
     (ModelSettings, "warm_workers"): "workers load the model when they start; deprecated in"
     " MLServer too",
-    (ModelParameters, "environment_tarball"): _NO_ENVIRONMENTS,
-    (ModelParameters, "environment_path"): _NO_ENVIRONMENTS,
     (ModelParameters, "inference_pool_gid"): _NO_POOLS,
     (ModelParameters, "autogenerate_inference_pool_gid"): _NO_POOLS,
 }

@@ -132,7 +132,6 @@ def test_unknown_and_unimplemented_fields_are_reported_not_rejected(tmp_path: Pa
             "http_port": 9080,
             "cache_enabled": "yes",
             "cors_settings": {"allow_origins": ["*"], "allow_origin": ["x"]},
-            "environments_dir": "/tmp/envs",
             "zzz": 1,
         },
     )
@@ -149,8 +148,6 @@ def test_unknown_and_unimplemented_fields_are_reported_not_rejected(tmp_path: Pa
         " (no response cache; requests always run the model)",
         f"Ignoring unknown setting 'cors_settings.allow_origin' in {path};"
         " did you mean 'cors_settings.allow_origins'?",
-        f"Ignoring 'environments_dir' in {path}: inferkit does not implement it"
-        " (the model runs in the server's environment)",
         f"Ignoring unknown setting 'zzz' in {path}",
     ]
 
@@ -182,14 +179,11 @@ def test_every_unimplemented_field_is_one_mlserver_has_and_inferkit_ignores() ->
     # (max_batch_size, max_batch_time) is implemented and must not be listed.
     assert sorted((cls.__name__, name) for cls, name in UNIMPLEMENTED) == [
         ("ModelParameters", "autogenerate_inference_pool_gid"),
-        ("ModelParameters", "environment_path"),
-        ("ModelParameters", "environment_tarball"),
         ("ModelParameters", "inference_pool_gid"),
         ("ModelSettings", "cache_enabled"),
         ("ModelSettings", "warm_workers"),
         ("Settings", "cache_enabled"),
         ("Settings", "cache_size"),
-        ("Settings", "environments_dir"),
         ("Settings", "kafka_enabled"),
         ("Settings", "kafka_servers"),
         ("Settings", "kafka_topic_input"),
@@ -390,7 +384,6 @@ def test_model_settings_are_lax_and_report_unknown_fields(tmp_path: Path) -> Non
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1], "tags": []}],
             "parameters": {
                 "inference_pool_gid": "g",
-                "environment_tarball": "env.tar.gz",
                 "verison": "2",
                 "extra": {"anything": 1},
             },
@@ -410,8 +403,6 @@ def test_model_settings_are_lax_and_report_unknown_fields(tmp_path: Path) -> Non
         f"Ignoring unknown setting 'inputs[0].tags' in {path}",
         f"Ignoring 'parameters.inference_pool_gid' {unimplemented}"
         " (no shared inference pools; each model has its own workers)",
-        f"Ignoring 'parameters.environment_tarball' {unimplemented}"
-        " (the model runs in the server's environment)",
         f"Ignoring unknown setting 'parameters.verison' in {path};"
         " did you mean 'parameters.version'?",
     ]
@@ -522,7 +513,7 @@ def test_model_from_env_reports_unimplemented_fields() -> None:
         "MLSERVER_MODEL_NAME": "m",
         "MLSERVER_MODEL_IMPLEMENTATION": "model.M",
         "MLSERVER_MODEL_WARM_WORKERS": "true",
-        "MLSERVER_MODEL_ENVIRONMENT_TARBALL": "/e.tar.gz",
+        "MLSERVER_MODEL_INFERENCE_POOL_GID": "g",
     }
 
     model = model_settings_from_env(environ, warnings=warnings)
@@ -532,9 +523,9 @@ def test_model_from_env_reports_unimplemented_fields() -> None:
         "Ignoring 'warm_workers' in environment variable MLSERVER_MODEL_WARM_WORKERS:"
         " inferkit does not implement it"
         " (workers load the model when they start; deprecated in MLServer too)",
-        "Ignoring 'environment_tarball' in environment variable"
-        " MLSERVER_MODEL_ENVIRONMENT_TARBALL: inferkit does not implement it"
-        " (the model runs in the server's environment)",
+        "Ignoring 'inference_pool_gid' in environment variable"
+        " MLSERVER_MODEL_INFERENCE_POOL_GID: inferkit does not implement it"
+        " (no shared inference pools; each model has its own workers)",
     ]
 
 

@@ -22,6 +22,7 @@ from .. import errors
 from ..errors import InferenceFailed, InferkitError, ModelLoadError
 from ..types import InferenceRequest, InferenceResponse, MetadataModelResponse
 from .channel import Channel, open_channel
+from .environment import Environment, EnvironmentProcess
 from .memory import Arena, InheritedFd
 from .messages import (
     Call,
@@ -74,6 +75,7 @@ class WorkerProcess:
         config: WorkerConfig,
         on_death: Callable[[WorkerProcess], None],
         on_metrics: Callable[[list[MetricChange]], None],
+        environment: Environment | None = None,
     ) -> None:
         self.index = config.index
         self.model = config.settings.name
@@ -87,6 +89,8 @@ class WorkerProcess:
         #: How many of them failed when the worker died.
         self.lost_calls = 0
         self._context = context
+        #: The model's own Python environment, whose interpreter runs the worker; or None.
+        self._environment = environment
         self._config = config
         self._on_death = on_death
         self._on_metrics = on_metrics
@@ -116,7 +120,7 @@ class WorkerProcess:
             # wake-ups of the reader; the kernel caps it at net.core.wmem_max.
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
         self._sock = parent
-        process = self._context.Process(
+        spec: dict[str, Any] = dict(
             target=run,
             args=(
                 msgspec.msgpack.encode(self._config),
@@ -125,6 +129,11 @@ class WorkerProcess:
                 InheritedFd(self._responses.fd),
             ),
             name=f"inferkit-worker-{self.index}[{self.model}]",
+        )
+        process: SpawnProcess = (
+            self._context.Process(**spec)
+            if self._environment is None
+            else EnvironmentProcess(self._environment, **spec)
         )
         try:
             process.start()

@@ -23,6 +23,7 @@ from ..metrics import ModelMetrics
 from ..model import Model
 from ..settings import ModelSettings, Settings
 from ..types import InferenceRequest, InferenceResponse, MetadataModelResponse
+from .environment import Environment, find_environment, wants_environment
 from .metrics import MetricChange, apply_changes
 from .process import END, WorkerProcess, describe_exit
 from .worker import WorkerConfig
@@ -81,6 +82,10 @@ class ParallelModel:
         self.max_inflight = max_inflight
         server = server_settings if server_settings is not None else Settings()
         self._stop_timeout = server.parallel_workers_timeout
+        self._environments_dir = server.environments_dir
+        #: The model's own Python environment (``environment_path`` / ``_tarball``), once
+        #: loaded; None: workers run the server's interpreter.
+        self.environment: Environment | None = None
         self._config = WorkerConfig(
             settings=settings,
             index=0,
@@ -150,6 +155,14 @@ class ParallelModel:
         if self._pool:
             raise RuntimeError(f"Model '{self.name}' is already loaded")
         self._closing = False
+        if wants_environment(self.settings):
+            loop = asyncio.get_running_loop()
+            environment = await loop.run_in_executor(
+                None, find_environment, self.settings, self._environments_dir
+            )
+            if environment is not None:
+                log.info("Model '%s' runs with %s", self.name, environment.python)
+            self.environment = environment
         self._pool = [self._new_worker(i) for i in range(self.workers)]
         # Run at interpreter exit *before* multiprocessing joins its children (which would
         # wait forever for workers still connected to us), unless unload() came first.
@@ -187,7 +200,9 @@ class ParallelModel:
 
     def _new_worker(self, index: int) -> WorkerProcess:
         config = msgspec.structs.replace(self._config, index=index)
-        return WorkerProcess(self._context, config, self._on_death, self._on_metrics)
+        return WorkerProcess(
+            self._context, config, self._on_death, self._on_metrics, self.environment
+        )
 
     def _on_metrics(self, changes: list[MetricChange]) -> None:
         apply_changes(self.metrics, changes)

@@ -25,7 +25,7 @@ def test_start_warns_about_typos_and_unimplemented_fields(tmp_path: Path) -> Non
                 "name": "echo",
                 "implementation": "model.Echo",
                 "warm_workers": True,
-                "parameters": {"environment_tarball": "env.tar.gz", "verison": "1"},
+                "parameters": {"inference_pool_gid": "g", "verison": "1"},
             },
             "typo": {"name": "typo", "implementaton": "model.Echo"},
         },
@@ -42,8 +42,8 @@ def test_start_warns_about_typos_and_unimplemented_fields(tmp_path: Path) -> Non
         f"Ignoring unknown setting 'http_prot' in {settings}; did you mean 'http_port'?",
         f"Ignoring 'warm_workers' in {echo}: inferkit does not implement it"
         " (workers load the model when they start; deprecated in MLServer too)",
-        f"Ignoring 'parameters.environment_tarball' in {echo}: inferkit does not implement it"
-        " (the model runs in the server's environment)",
+        f"Ignoring 'parameters.inference_pool_gid' in {echo}: inferkit does not implement it"
+        " (no shared inference pools; each model has its own workers)",
         f"Ignoring unknown setting 'parameters.verison' in {echo};"
         " did you mean 'parameters.version'?",
         f"Ignoring unknown setting 'implementaton' in {typo}; did you mean 'implementation'?",
