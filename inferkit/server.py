@@ -156,15 +156,17 @@ class Server:
         if workers is None:
             workers = self.settings.parallel_workers
         parameters = settings.parameters
-        if parameters is not None and (
+        own_environment = parameters is not None and bool(
             parameters.environment_path or parameters.environment_tarball
-        ):
+        )
+        if own_environment:
             # A model in its own Python environment can only run in a worker (as in MLServer).
             workers = max(workers, 1)
         if workers > 0:
             from .parallel import ParallelModel
 
-            _refuse_parallel_handlers(settings)
+            if not own_environment:  # its code is never imported in the server's process
+                _refuse_parallel_handlers(settings)
 
             parallel = ParallelModel(
                 settings, workers=workers, server_settings=self.settings, codecs=self.codecs
