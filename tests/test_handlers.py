@@ -156,3 +156,11 @@ async def test_one_path_twice_in_a_model_is_a_load_error() -> None:
         "FAILED",
         "Custom handler POST /same of model 't' cannot be served: one() is served there too",
     )
+
+
+async def test_a_batching_model_serves_the_handlers_of_the_model_inside() -> None:
+    model = named(Handlers, "b", max_batch_size=4, max_batch_time=0.01)
+    server = Server([model])
+    await server.start()
+    [route] = [r for r in server.custom_routes() if r.path == "/total"]
+    assert route.func.__self__ is model  # type: ignore[attr-defined]
