@@ -35,7 +35,7 @@ from .errors import (
     ShuttingDown,
 )
 from .events import Listener
-from .handlers import HandlerRoute, HandlerTable, RouteCheck, find_handlers
+from .handlers import HandlerRoute, HandlerTable, RouteCheck
 from .logs import access_listener
 from .metrics import MetricStore
 from .model import Model, ModelProtocol, StreamingModel, has_own_stream
@@ -164,9 +164,6 @@ class Server:
             workers = max(workers, 1)
         if workers > 0:
             from .parallel import ParallelModel
-
-            if not own_environment:  # its code is never imported in the server's process
-                _refuse_parallel_handlers(settings)
 
             parallel = ParallelModel(
                 settings, workers=workers, server_settings=self.settings, codecs=self.codecs
@@ -618,22 +615,3 @@ def _settings_metadata(settings: ModelSettings) -> MetadataModelResponse:
 
 def _v(version: str) -> str:
     return f" version '{version}'" if version else ""
-
-
-def _refuse_parallel_handlers(settings: ModelSettings) -> None:
-    """Refuse a model with custom handlers in worker processes: its handlers would have to run
-    in the main process, on an instance that is never loaded there."""
-    from .repository import resolve_implementation
-
-    try:
-        cls = resolve_implementation(settings)
-    except Exception:
-        return  # the workers import it again and report why it fails
-    if handlers := find_handlers(cls):
-        paths = ", ".join(f"{h.rest_method} {h.rest_path}" for h, _ in handlers)
-        raise ModelLoadError(
-            f"Custom handlers ({paths}) are not served for models in worker processes "
-            "(parallel_workers above 0): set parallel_workers to 0 for this model",
-            model=settings.name,
-            version=settings.version,
-        )

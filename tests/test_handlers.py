@@ -134,7 +134,8 @@ async def test_models_in_worker_processes_with_handlers_are_refused(tmp_path: ob
     assert (item.state, item.reason) == (
         "FAILED",
         "Custom handlers (POST /x) are not served for models in worker processes "
-        "(parallel_workers above 0): set parallel_workers to 0 for this model",
+        "(parallel_workers above 0, or a model environment): set parallel_workers to 0 for "
+        "this model",
     )
 
 

@@ -112,6 +112,8 @@ class Ready(_Message):
     #: Whether the model has its own ``predict_stream`` (else streams are answered with one
     #: ``predict`` per request, by the main process).
     streams: bool = False
+    #: The model's custom REST handlers (``"POST /path"``), which workers cannot serve.
+    handlers: list[str] = msgspec.field(default_factory=list)
 
 
 class LoadFailed(_Message):

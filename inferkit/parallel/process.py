@@ -84,6 +84,8 @@ class WorkerProcess:
         self.metadata: MetadataModelResponse | None = None
         #: Whether the worker's model has its own ``predict_stream``.
         self.streams = False
+        #: The model's custom REST handlers, as the worker reported them when it loaded.
+        self.handlers: list[str] = []
         #: Calls and streams in flight, by id.
         self.pending: dict[int, _Pending] = {}
         #: How many of them failed when the worker died.
@@ -148,6 +150,7 @@ class WorkerProcess:
         if isinstance(outcome, Ready):
             self.pid, self.metadata, self.state = outcome.pid, outcome.metadata, "ready"
             self.streams = outcome.streams
+            self.handlers = outcome.handlers
             return
         if isinstance(outcome, LoadFailed):
             raise ModelLoadError(outcome.reason, model=self.model)

@@ -178,6 +178,15 @@ class ParallelModel:
         if failures:
             await self.unload()
             raise failures[0]
+        if handlers := self._pool[0].handlers:
+            await self.unload()
+            raise ModelLoadError(
+                f"Custom handlers ({', '.join(handlers)}) are not served for models in worker "
+                "processes (parallel_workers above 0, or a model environment): set "
+                "parallel_workers to 0 for this model",
+                model=self.name,
+                version=self.version,
+            )
         self._metadata = self._pool[0].metadata
         self.streams_natively = self._pool[0].streams
         self._loaded = True

@@ -28,6 +28,7 @@ import msgspec
 
 from .. import errors
 from ..errors import InferkitError, ModelLoadError
+from ..handlers import find_handlers
 from ..logs import configure_logging
 from ..metrics import ModelMetrics
 from ..model import Model, ModelProtocol, StreamingModel, has_own_stream
@@ -121,7 +122,10 @@ class _Worker:
         if isinstance(metrics, ModelMetrics):
             self.metrics = MetricsDiff(metrics)
         ready = Ready(
-            pid=os.getpid(), metadata=self.model.metadata(), streams=has_own_stream(self.model)
+            pid=os.getpid(),
+            metadata=self.model.metadata(),
+            streams=has_own_stream(self.model),
+            handlers=[f"{h.rest_method} {h.rest_path}" for h, _ in find_handlers(self.model)],
         )
         self._send(ready)
         await self.stop.wait()

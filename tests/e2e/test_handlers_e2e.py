@@ -91,8 +91,8 @@ def test_a_model_in_worker_processes_is_refused_with_the_reason(running: Running
         assert index(http)["worker"] == (
             "FAILED",
             "Custom handlers (POST /echo, POST /my-custom-endpoint, GET /status) are not served "
-            "for models in worker processes (parallel_workers above 0): set parallel_workers "
-            "to 0 for this model",
+            "for models in worker processes (parallel_workers above 0, or a model environment): "
+            "set parallel_workers to 0 for this model",
         )
 
 
