@@ -1,0 +1,1 @@
+"""Shipping inferkit: container images and the manifests that run them (KServe, Seldon, Ray)."""
