@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 
 import nox
 
+nox.needs_version = ">=2024.3.2"  # session.run(interrupt_timeout=, terminate_timeout=)
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
@@ -42,7 +45,28 @@ def demo(session: nox.Session) -> None:
     """Install, build the example models if missing, and serve the examples (8080/8081/8082)."""
     session.install("-e", ".[all]")
     session.run("python", "examples/prepare.py")
-    session.run("inferkit", "start", "examples", *session.posargs)
+    run_until_signalled(session, "inferkit", "start", "examples", *session.posargs)
+
+
+def run_until_signalled(session: nox.Session, *args: str) -> None:
+    """Run a long-lived command that ends when nox is told to end, not one that outlives it.
+
+    nox stops its child only on KeyboardInterrupt; a SIGTERM or SIGHUP sent to nox alone (a
+    supervisor, ``kill``, a closed terminal) would kill nox and leave the child serving, its
+    ports held, reparented to PID 1. So those signals become KeyboardInterrupt here, and nox's
+    shutdown sends the child SIGTERM after a short grace (the child may have had SIGINT from the
+    terminal already) and waits for it to drain before killing it.
+    """
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        session.run(*args, interrupt_timeout=2.0, terminate_timeout=30.0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @nox.session(python=PYTHON)
