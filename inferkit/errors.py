@@ -131,6 +131,17 @@ class InferenceFailed(InferkitError):
     code = "INFERENCE_FAILED"
 
 
+class WorkerLost(InferkitError):
+    """The worker process running the request died (killed, out of memory, crashed).
+
+    Retryable: the model's other workers still serve, and the lost one is restarted. The
+    request may or may not have run; V2 inference is expected to be idempotent.
+    """
+
+    code = "WORKER_LOST"
+    retryable = True
+
+
 class InferenceTimeout(InferkitError):
     """The model did not answer within the configured inference timeout."""
 

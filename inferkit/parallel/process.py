@@ -19,7 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from .. import errors
-from ..errors import InferenceFailed, InferkitError, ModelLoadError
+from ..errors import InferenceFailed, InferkitError, ModelLoadError, WorkerLost
 from ..types import InferenceRequest, InferenceResponse, MetadataModelResponse
 from .channel import Channel, open_channel
 from .environment import Environment, EnvironmentProcess
@@ -263,8 +263,8 @@ class WorkerProcess:
         if self._channel is None or not self._channel.open:
             raise self._died()
 
-    def _died(self) -> InferenceFailed:
-        return InferenceFailed(
+    def _died(self) -> WorkerLost:
+        return WorkerLost(
             f"Worker {self.index} (pid {self.pid}) of model '{self.model}' died "
             "while running this request",
             model=self.model,

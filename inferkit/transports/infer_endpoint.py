@@ -59,6 +59,7 @@ STATUS: dict[type[Exception], int] = {
     errors.ModelNotReady: 400,
     errors.ModelLoadError: 500,
     errors.InferenceFailed: 500,
+    errors.WorkerLost: 503,
     errors.InferenceTimeout: 504,
     errors.QueueFull: 503,
     errors.ShuttingDown: 503,

@@ -202,8 +202,10 @@ async def test_a_killed_worker_fails_only_its_in_flight_request_then_comes_back(
             done, _ = await asyncio.wait(held, return_when=asyncio.FIRST_COMPLETED)
             assert done == {held[0]}
             failed = held[0].result()
-            assert failed.status_code == 500
-            assert failed.json()["code"] == "INFERENCE_FAILED"
+            # Retryable, so a client's retry policy sends it again (to the other worker).
+            assert failed.status_code == 503
+            assert failed.headers["retry-after"] == "1"
+            assert failed.json()["code"] == "WORKER_LOST"
             assert re.fullmatch(
                 rf"Worker [01] \(pid {first}\) of model 'gated' died while running this request",
                 failed.json()["error"],

@@ -120,6 +120,7 @@ class _Gone(errors.ModelNotFound):
         (errors.ModelNotReady("x"), Status.UNAVAILABLE),
         (errors.ShuttingDown("x"), Status.UNAVAILABLE),
         (errors.QueueFull("x"), Status.UNAVAILABLE),
+        (errors.WorkerLost("x"), Status.UNAVAILABLE),
         (errors.InferenceTimeout("x"), Status.DEADLINE_EXCEEDED),
         (errors.InferenceFailed("x"), Status.INTERNAL),
         (PortInUse("x"), Status.INTERNAL),

@@ -16,6 +16,7 @@ from parallel_support import Gate, alive, worker_children
 from inferkit import InferenceRequest, InferenceResponse, ModelSettings, RequestInput
 from inferkit.errors import (
     InferenceFailed,
+    WorkerLost,
     InvalidRequest,
     ModelLoadError,
     ModelNotReady,
@@ -96,7 +97,7 @@ async def test_a_killed_worker_fails_only_its_own_requests_then_is_restarted(
         os.kill(victim, signal.SIGKILL)
         # The victim's requests fail while the gate is still shut: at once, not at a timeout.
         for task in tasks[0::2]:
-            with pytest.raises(InferenceFailed) as info:
+            with pytest.raises(WorkerLost) as info:
                 await task
             assert str(info.value) == (
                 f"Worker 0 (pid {victim}) of model 'gated' died while running this request"
@@ -127,7 +128,7 @@ async def test_with_every_worker_dead_the_model_is_not_ready_until_one_is_back(
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         gate.open()
-    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+    assert all(isinstance(o, WorkerLost) for o in outcomes)
     assert not gated.ready
     with pytest.raises(ModelNotReady) as info:
         await gated.predict(request(1))

@@ -39,6 +39,7 @@ STATUS: dict[type[Exception], Status] = {
     errors.ModelNotReady: Status.UNAVAILABLE,
     errors.ModelLoadError: Status.INTERNAL,
     errors.InferenceFailed: Status.INTERNAL,
+    errors.WorkerLost: Status.UNAVAILABLE,
     errors.InferenceTimeout: Status.DEADLINE_EXCEEDED,
     errors.QueueFull: Status.UNAVAILABLE,
     errors.ShuttingDown: Status.UNAVAILABLE,
