@@ -1,4 +1,4 @@
-"""Every task of the project, one entry point: ``nox -s tests lint typecheck demo bench proto``."""
+"""Every task of the project, one entry point (`nox -l` lists them; `nox` runs the checks)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,18 @@ def run_until_signalled(session: nox.Session, *args: str) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Soak and faults on the real server (docs/reliability.md): 10 min at saturation, kill -9
+    and SIGSTOP of a worker, reloads and SIGTERM under load. Not in CI's run (it is long).
+
+    ``-- --minutes N`` sets the soak's length, ``-- --quick`` is a smoke run, ``-- --update-docs``
+    rewrites the figures in docs/reliability.md.
+    """
+    session.install("-e", ".[all]", "httpx>=0.27,<1", "tritonclient[grpc]>=2.40")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

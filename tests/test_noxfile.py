@@ -45,7 +45,8 @@ def _probe_noxfile(folder: Path) -> Path:
 
             @nox.session(python=False)
             def probe(session):
-                run_until_signalled(session, {sys.executable!r}, "-c", {CHILD!r}, session.posargs[0])
+                out = session.posargs[0]
+                run_until_signalled(session, {sys.executable!r}, "-c", {CHILD!r}, out)
             """
         )
     )
