@@ -16,11 +16,11 @@ from parallel_support import Gate, alive, worker_children
 from inferkit import InferenceRequest, InferenceResponse, ModelSettings, RequestInput
 from inferkit.errors import (
     InferenceFailed,
-    WorkerLost,
     InvalidRequest,
     ModelLoadError,
     ModelNotReady,
     QueueFull,
+    WorkerLost,
 )
 from inferkit.parallel import ParallelModel
 
