@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -51,10 +50,15 @@ def _shape_fits(spec: list[int], shape: list[int]) -> bool:
 
 
 def complete(
-    response: InferenceResponse, request: InferenceRequest, model: str, version: str
+    response: InferenceResponse,
+    request: InferenceRequest,
+    model: str,
+    version: str,
+    new_id: Callable[[], str],
 ) -> InferenceResponse:
-    """Fill id, name and version, and keep only the requested outputs (V2 ``outputs``)."""
-    response.id = request.id or response.id or str(uuid.uuid4())
+    """Fill id (``new_id()`` when neither side has one), name and version, and keep only the
+    requested outputs (V2 ``outputs``)."""
+    response.id = request.id or response.id or new_id()
     response.model_name = model
     response.model_version = version or None
     if request.outputs:
@@ -106,12 +110,16 @@ def _natural(params: dict[str, object], key: str) -> int:
 
 
 def stamp(
-    response: InferenceResponse, request: InferenceRequest | None, model: str, version: str
+    response: InferenceResponse,
+    request: InferenceRequest | None,
+    model: str,
+    version: str,
+    new_id: Callable[[], str],
 ) -> InferenceResponse:
     """Name a streamed response after the model, and give it its request's id if it has none."""
     response.model_name = model
     response.model_version = version or None
-    response.id = response.id or (request.id if request else None) or str(uuid.uuid4())
+    response.id = response.id or (request.id if request else None) or new_id()
     return response
 
 
@@ -128,8 +136,10 @@ class Feed:
         admit: Callable[[InferenceRequest], None],
         requests: AsyncIterable[InferenceRequest],
         refuse: Callable[[InferkitError], Awaitable[None]] | None,
+        new_id: Callable[[], str],
     ) -> None:
         self.call = call
+        self.new_id = new_id
         #: Checks a request and readies it for the model; raises InferkitError.
         self.admit = admit
         self.source = requests
@@ -165,7 +175,7 @@ class Feed:
                 await self.refuse(exc)
                 continue
             # One id for all the responses to a request (the model may give its own).
-            request.id = request.id or str(uuid.uuid4())
+            request.id = request.id or self.new_id()
             self.call.request_id = self.call.request_id or request.id
             self.call.batch_size += 1
             self.latest = request

@@ -36,6 +36,7 @@ from .errors import (
 )
 from .events import Listener
 from .handlers import HandlerRoute, HandlerTable, RouteCheck
+from .ids import RequestIds
 from .logs import access_listener
 from .metrics import MetricStore
 from .model import Model, ModelProtocol, StreamingModel, has_own_stream
@@ -102,6 +103,8 @@ class Server:
         # Unary calls waiting in a batcher (queued or in a running batch): the calls in hand
         # beyond these are being read or answered, and may bring a batch more requests.
         self._parked = 0
+        # Ids of requests that come without one (each server its own: no shared counter).
+        self._ids = RequestIds()
         self._closing = False
         self._started = False
         # Versions the last repository scan found, to tell which folders have disappeared.
@@ -473,7 +476,7 @@ class Server:
             response = await self._predict(model, request, slot, call)
         finally:
             slot.leave()
-        response = complete(response, request, slot.name, slot.version)
+        response = complete(response, request, slot.name, slot.version, self._ids)
         call.request_id = response.id or ""
         return response
 
@@ -504,14 +507,16 @@ class Server:
         answers invalid requests, which are then skipped, instead of ending the stream."""
         slot = self._resolve(call)
         model = slot.enter()  # held for the whole stream: an unload waits for it to end
-        feed = Feed(call, lambda request: self._admit(call, request, slot), requests, refuse)
+        feed = Feed(
+            call, lambda request: self._admit(call, request, slot), requests, refuse, self._ids
+        )
         try:
             if not has_own_stream(model):
                 async with contextlib.aclosing(feed.requests()) as each:
                     async for request in each:
                         response = await self._predict(model, request, slot, call)
                         call.responses += 1
-                        yield complete(response, request, slot.name, slot.version)
+                        yield complete(response, request, slot.name, slot.version, self._ids)
                 return
             streaming = cast(StreamingModel, model)
             async with closing(streaming.predict_stream(feed.requests())) as responses:
@@ -529,7 +534,7 @@ class Server:
                     # The model's time, less the time it waited for the client's requests.
                     call.compute_s += time.perf_counter() - started - (feed.waited_s - waited)
                     call.responses += 1
-                    response = stamp(response, feed.latest, slot.name, slot.version)
+                    response = stamp(response, feed.latest, slot.name, slot.version, self._ids)
                     call.request_id = call.request_id or response.id or ""
                     yield response
         finally:
