@@ -6,6 +6,7 @@ time (``time.process_time``), not wall time. Not run by the tests.
 
     python benchmarks/profile_rest.py            # table: µs of CPU per request, per app
     python benchmarks/profile_rest.py --profile  # cProfile of the instrumented inferkit app
+    python benchmarks/profile_rest.py --profile --sort cumulative
     python benchmarks/profile_rest.py --body large --requests 20   # the 1M-float JSON body
 
 Apps: ``fixed`` (reads the body, fixed reply: the Starlette ceiling), ``minimal`` (msgspec
@@ -123,13 +124,13 @@ async def table(payload: bytes, requests: int, rounds: int = 3) -> None:
         print(f"{name:18} {us:9.1f} µs/request  {measured['fixed'] / us:5.2f}x fixed")
 
 
-async def profile(payload: bytes, requests: int) -> None:
+async def profile(payload: bytes, requests: int, sort: str) -> None:
     app = (await apps())["inferkit+metrics"]
     profiler = cProfile.Profile()
     profiler.enable()
     await drive(app, payload, requests)
     profiler.disable()
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    pstats.Stats(profiler).sort_stats(sort).print_stats(30)
 
 
 def main() -> None:
@@ -137,9 +138,13 @@ def main() -> None:
     parser.add_argument("--body", choices=["small", "large"], default="small")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sort", default="tottime", help="pstats order: tottime, cumulative...")
     args = parser.parse_args()
     payload = body(args.body)
-    asyncio.run((profile if args.profile else table)(payload, args.requests))
+    if args.profile:
+        asyncio.run(profile(payload, args.requests, args.sort))
+    else:
+        asyncio.run(table(payload, args.requests))
 
 
 if __name__ == "__main__":

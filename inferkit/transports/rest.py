@@ -48,6 +48,10 @@ __all__ = ["STATUS", "create_rest_app", "error_response", "reserve_rest_paths", 
 log = logging.getLogger("inferkit.rest")
 
 _JSON = "application/json"
+#: Marks an app with middleware of its own: no request is passed to an endpoint directly.
+_ALWAYS: frozenset[bytes] = frozenset({b"*"})
+#: Actions of the unary inference endpoint (``generate`` is MLServer's name for LLMs).
+_UNARY = ("infer", "generate")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -81,12 +85,78 @@ def create_rest_app(server: Server, settings: Settings | None = None) -> Starlet
     """
     settings = settings if settings is not None else server.settings
     api = _Api(server, settings.max_request_size)
-    app = Starlette(routes=api.routes(), middleware=_middleware(settings))
+    app = _RestApp(api, routes=api.routes(), middleware=_middleware(settings))
     # The models' custom handlers (``@custom_handler``) come and go with the models: the
     # router tries them when no V2 route matched, and a model may not take a V2 route's path.
     app.router.default = CustomRoutes(server, api.reader, app.router.default)
     server.add_route_check(v2_route_check(app.routes))
     return app
+
+
+class _RestApp(Starlette):
+    """Starlette, with ``infer`` requests handed straight to their endpoint when nothing
+    between would touch them.
+
+    Starlette's error and exception middleware, router and route cost a small request about
+    as much CPU as decoding and encoding it; the ``infer`` endpoint catches its own errors
+    and needs none of them. So a POST to an ``infer`` path goes to the endpoint directly when
+    every middleware of the app is one of ours that would pass it through untouched (gzip
+    without ``Accept-Encoding: gzip``, CORS without ``Origin``). Middleware added by an
+    embedding app, or a mount under a ``root_path``, takes the ordinary route.
+    """
+
+    def __init__(self, api: _Api, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._direct = api.direct_routes()
+        # The header names our middlewares act on, found at the first request (when no
+        # middleware can be added any more); _ALWAYS when other middleware is there.
+        self._acting: frozenset[bytes] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            target = self._target(scope)
+            if target is not None:
+                scope["app"] = self
+                await target(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _target(self, scope: Scope) -> ASGIApp | None:
+        parts = scope["path"].split("/")
+        if len(parts) == 5 and parts[1] == "v2" and parts[2] == "models" and parts[3]:
+            key, params = parts[4], {"name": parts[3]}
+        elif len(parts) == 7 and parts[1:3] == ["v2", "models"] and parts[4] == "versions":
+            if not (parts[3] and parts[5]):
+                return None
+            key, params = f"versions/{parts[6]}", {"name": parts[3], "version": parts[5]}
+        else:
+            return None
+        target = self._direct.get(key)
+        if target is None or not self._untouched(scope):
+            return None
+        scope["path_params"] = params
+        scope["endpoint"] = target
+        return target
+
+    def _untouched(self, scope: Scope) -> bool:
+        """Whether every middleware would pass this request through as it is."""
+        if self._acting is None:
+            # Our middlewares act on a header each; any other middleware at all (an
+            # embedding app's) makes every request take the ordinary route.
+            watched: dict[Any, bytes] = {
+                _GzipIfAccepted: b"accept-encoding",
+                CORSMiddleware: b"origin",
+            }
+            if all(m.cls in watched for m in self.user_middleware):
+                self._acting = frozenset(watched[m.cls] for m in self.user_middleware)
+            else:
+                self._acting = _ALWAYS
+        if self._acting is _ALWAYS:
+            return False
+        for key, value in scope["headers"]:
+            if key in self._acting and (key != b"accept-encoding" or b"gzip" in value):
+                return False  # CORS acts on any Origin, gzip on clients that accept it
+        return True
 
 
 def reserve_rest_paths(server: Server, settings: Settings | None = None) -> None:
@@ -158,6 +228,20 @@ class _Api:
         self.infer = InferEndpoint(server, max_request_size)
         self.stream = StreamEndpoint(self.infer)
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
+
+    def direct_routes(self) -> dict[str, ASGIApp]:
+        """The endpoints :class:`_RestApp` may call directly, by the path's tail: ``infer`` for
+        ``/v2/models/{name}/infer``, ``versions/infer`` for the versioned path. Each is the
+        same endpoint, named by the same route template, as the router's."""
+        model = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        return {
+            **{action: self.infer.for_route(f"{model}/{action}") for action in _UNARY},
+            **{
+                f"versions/{action}": self.infer.for_route(f"{versioned}/{action}")
+                for action in _UNARY
+            },
+        }
 
     def routes(self) -> list[BaseRoute]:
         model = "/v2/models/{name}"
