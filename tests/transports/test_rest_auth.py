@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from certs import make_certs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
@@ -20,9 +23,10 @@ from inferkit import (
     Server,
     Settings,
     custom_handler,
+    errors,
 )
 from inferkit.codecs import StringCodec
-from inferkit.runner import http_app
+from inferkit.runner import http_app, http_tls_context
 from inferkit.settings import CORSSettings
 from inferkit.transports.rest import create_rest_app
 from inferkit.transports.rest_auth import action_of
@@ -215,3 +219,35 @@ async def test_cors_preflight_needs_no_token() -> None:
         assert code(response) == (401, "UNAUTHENTICATED")
         # The refusal still carries CORS headers, so the browser's script can read it.
         assert response.headers["access-control-allow-origin"] == "https://app.example"
+
+
+# -- TLS settings (served in tests/e2e/test_security_e2e.py) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"http_tls_certificate": "server.crt"}, "must be given together"),
+        ({"http_tls_key": "server.key"}, "must be given together"),
+        ({"http_tls_client_ca": "ca.crt"}, "http_tls_client_ca needs http_tls_certificate"),
+    ],
+)
+def test_tls_settings_errors(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(errors.SettingsError, match=message):
+        http_tls_context(Settings(**settings))
+
+
+def test_tls_contexts(tmp_path: Path) -> None:
+    assert http_tls_context(Settings()) is None
+    missing = Settings(http_tls_certificate=str(tmp_path / "no.crt"), http_tls_key="no.key")
+    with pytest.raises(errors.SettingsError, match=r"^Cannot load the HTTP TLS files"):
+        http_tls_context(missing)
+    certs = make_certs(tmp_path / "certs")
+    pair = {
+        "http_tls_certificate": str(certs["server.crt"]),
+        "http_tls_key": str(certs["server.key"]),
+    }
+    context = http_tls_context(Settings(**pair))
+    assert context is not None and context.verify_mode == ssl.CERT_NONE
+    context = http_tls_context(Settings(**pair, http_tls_client_ca=str(certs["ca.crt"])))
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
