@@ -205,8 +205,12 @@ def http_tls_context(settings: Settings) -> ssl.SSLContext | None:
 def _check_security(settings: Settings) -> None:
     from .auth import AccessPolicy
 
-    AccessPolicy.from_settings(settings)
+    policy = AccessPolicy.from_settings(settings)
     http_tls_context(settings)
+    if policy.enabled:
+        log.info("Authentication on: REST and gRPC calls need a token (health probes do not)")
+    if policy.read_only:
+        log.info("Repository read-only: models are not loaded or unloaded through the API")
 
 
 def http_app(server: Server, settings: Settings | None = None) -> Any:

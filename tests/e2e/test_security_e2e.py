@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,13 +254,18 @@ def test_mutual_tls(tmp_path: Path, certs: dict[str, Path]) -> None:
             anonymous.close()
 
 
-def test_tls_settings_that_do_not_load_stop_the_start(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    root = write_repository(
-        tmp_path / "repo", MODELS, http_tls_certificate=str(tmp_path / "missing.crt")
-    )
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"http_tls_certificate": "server.crt"}, "http_tls_certificate and http_tls_key must"),
+        ({"auth_tokens_file": "missing"}, "Cannot read auth_tokens_file"),
+        ({"admin_tokens": [""]}, "a token in admin_tokens is empty"),
+    ],
+)
+def test_bad_security_settings_stop_the_start(
+    tmp_path: Path, settings: dict[str, Any], message: str
+) -> None:
+    root = write_repository(tmp_path / "repo", MODELS, **settings)
     done = subprocess.run(
         [sys.executable, "-m", "inferkit", "start", str(root), "--http-port", "0"],
         capture_output=True,
@@ -266,5 +273,6 @@ def test_tls_settings_that_do_not_load_stop_the_start(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2
-    assert "http_tls_certificate and http_tls_key must be given together" in done.stderr
+    assert message in done.stderr
     assert "Traceback" not in done.stderr
+    assert "Model 'echo'" not in done.stdout + done.stderr  # refused before any model loads
