@@ -186,3 +186,28 @@ async def test_without_tokens_nothing_is_refused() -> None:
             channel, f"{V2}/RepositoryModelUnload", message, pb.RepositoryModelUnloadResponse
         )
         assert done.status is Status.OK
+
+
+async def test_streams_need_a_token_too() -> None:
+    async with serving(auth_tokens=[DATA]) as channel:
+        message = request_to_proto(SUM, "sum")
+        with pytest.raises(GRPCError) as raised:
+            async with channel.request(
+                f"{V2}/ModelStreamInfer",
+                Cardinality.STREAM_STREAM,
+                pb.ModelInferRequest,
+                pb.ModelStreamInferResponse,
+            ) as stream:
+                await stream.send_message(message)
+                await stream.recv_message()
+        assert raised.value.status is Status.UNAUTHENTICATED
+        async with channel.request(
+            f"{V2}/ModelStreamInfer",
+            Cardinality.STREAM_STREAM,
+            pb.ModelInferRequest,
+            pb.ModelStreamInferResponse,
+            metadata={"authorization": f"Bearer {DATA}"},
+        ) as stream:
+            await stream.send_message(message, end=True)
+            reply = await stream.recv_message()
+            assert reply is not None and reply.infer_response.model_name == "sum"
