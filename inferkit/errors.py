@@ -25,9 +25,12 @@ __all__ = [
     "ModelNotReady",
     "OutputNotFound",
     "PayloadTooLarge",
+    "PermissionDenied",
     "QueueFull",
+    "RepositoryReadOnly",
     "SettingsError",
     "ShuttingDown",
+    "Unauthenticated",
     "UnsupportedDatatype",
 ]
 
@@ -167,3 +170,21 @@ class SettingsError(InferkitError):
     """A settings file or environment variable is invalid; names the file and the field."""
 
     code = "INVALID_SETTINGS"
+
+
+class Unauthenticated(InferkitError):
+    """Authentication is on and the call presents no token, or one the server does not know."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(InferkitError):
+    """The caller's token does not allow this call (a data token loading a model)."""
+
+    code = "PERMISSION_DENIED"
+
+
+class RepositoryReadOnly(PermissionDenied):
+    """``repository_read_only`` is set: models are not loaded or unloaded through the API."""
+
+    code = "REPOSITORY_READ_ONLY"

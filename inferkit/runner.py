@@ -14,18 +14,19 @@ import importlib.util
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .errors import InferkitError
+from .errors import InferkitError, SettingsError
 from .server import Server
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .transports.tracing import InferenceTracer
 
-__all__ = ["PortInUse", "http_app", "serve", "serve_async"]
+__all__ = ["PortInUse", "http_app", "http_tls_context", "serve", "serve_async"]
 
 log = logging.getLogger("inferkit.runner")
 
@@ -64,6 +65,7 @@ async def serve_async(server: Server, settings: Settings | None = None) -> None:
     settings = settings if settings is not None else server.settings
     for host, port, what in _ports(settings):
         _check_port(host, port, what)
+    _check_security(settings)  # a bad token file or certificate fails before models load
     tracer = _tracer(settings)
     if tracer is not None:
         server.add_hook(tracer)  # every transport's calls are traced by the pipeline
@@ -157,9 +159,58 @@ async def _rest_service(server: Server, settings: Settings, stop: asyncio.Event)
     config.accesslog = None
     config.errorlog = logging.getLogger("inferkit.http")
     config.keep_alive_timeout = 75  # longer than common load balancers' idle timeouts
+    scheme = "http"
+    if http_tls_context(settings) is not None:  # checks the files; hypercorn makes its own
+        scheme = "https"
+        config.certfile = settings.http_tls_certificate
+        config.keyfile = settings.http_tls_key
+        if settings.http_tls_client_ca:
+            config.ca_certs = settings.http_tls_client_ca
+            config.verify_mode = ssl.CERT_REQUIRED
     asgi = http_app(server, settings)
-    log.info("HTTP server running on http://%s:%d", settings.host, settings.http_port)
+    log.info("HTTP server running on %s://%s:%d", scheme, settings.host, settings.http_port)
     await hypercorn_serve(asgi, config, shutdown_trigger=stop.wait)
+
+
+def http_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The REST server's TLS context, or ``None`` when no certificate is configured.
+
+    ``http_tls_certificate`` and ``http_tls_key`` (PEM files) go together; with
+    ``http_tls_client_ca`` too, clients must present a certificate signed by it (mutual TLS).
+    Raises :class:`SettingsError` for a missing half or files that do not load.
+    """
+    cert, key, client_ca = (
+        settings.http_tls_certificate,
+        settings.http_tls_key,
+        settings.http_tls_client_ca,
+    )
+    if not cert and not key:
+        if client_ca:
+            raise SettingsError("http_tls_client_ca needs http_tls_certificate and http_tls_key")
+        return None
+    if not cert or not key:
+        raise SettingsError("http_tls_certificate and http_tls_key must be given together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"Cannot load the HTTP TLS files: {exc}") from None
+    return context
+
+
+def _check_security(settings: Settings) -> None:
+    from .auth import AccessPolicy
+
+    policy = AccessPolicy.from_settings(settings)
+    http_tls_context(settings)
+    if policy.enabled:
+        log.info("Authentication on: REST and gRPC calls need a token (health probes do not)")
+    if policy.read_only:
+        log.info("Repository read-only: models are not loaded or unloaded through the API")
 
 
 def http_app(server: Server, settings: Settings | None = None) -> Any:

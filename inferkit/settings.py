@@ -56,6 +56,11 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     extensions: list[str] = msgspec.field(default_factory=list)
     host: str = "0.0.0.0"
     http_port: int = 8080
+    #: PEM files; with both, REST is served over HTTPS (HTTP/1.1 and HTTP/2 by ALPN).
+    http_tls_certificate: str | None = None
+    http_tls_key: str | None = None
+    #: With it, REST clients must present a certificate signed by this CA (mutual TLS).
+    http_tls_client_ca: str | None = None
     root_path: str = ""
     grpc_port: int = 8081
     #: Largest gRPC request message in bytes (MLServer's name). None: ``max_request_size``.
@@ -63,6 +68,18 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     grpc_tls_certificate: str | None = None
     grpc_tls_key: str | None = None
     grpc_tls_client_ca: str | None = None
+    #: Bearer tokens (or ``X-API-Key`` values) that may call the REST and gRPC APIs. Set, any
+    #: token here or in ``admin_tokens`` turns authentication on; health and metrics stay
+    #: open (``docs/security.md``). Prefer ``auth_tokens_file`` for secrets.
+    auth_tokens: list[str] = msgspec.field(default_factory=list)
+    #: A file of tokens, one per line (``#`` comments and blank lines skipped), read at start.
+    auth_tokens_file: str | None = None
+    #: Tokens that may also load and unload models (the repository API); data tokens may not.
+    admin_tokens: list[str] = msgspec.field(default_factory=list)
+    admin_tokens_file: str | None = None
+    #: Refuse loading and unloading models through the API (REPOSITORY_READ_ONLY), whatever
+    #: the token: the models served are the ones found at start.
+    repository_read_only: bool = False
     #: Largest REST request body in bytes; larger bodies get 413 before they are read whole.
     max_request_size: int = 100 * 1024 * 1024
     cors_settings: CORSSettings | None = None

@@ -73,10 +73,12 @@ class Running:
     #: Where the server's stdout and stderr go: a file, so a chatty server never blocks on a
     #: full pipe that nobody reads while the test runs.
     log_path: Path
+    #: "https" when the server's HTTP port speaks TLS.
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc(self) -> str:
@@ -100,9 +102,16 @@ class Running:
 
 @contextmanager
 def inferkit_start(
-    folder: Path, *extra: str, env: dict[str, str] | None = None
+    folder: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> Iterator[Running]:
-    """Start ``inferkit start folder`` on free loopback ports and wait until it is ready."""
+    """Start ``inferkit start folder`` on free loopback ports and wait until it is ready.
+
+    With ``tls`` (``httpx.Client`` options: ``verify``, ``cert``), the HTTP port is polled
+    over HTTPS with them.
+    """
     ports = free_port(), free_port(), free_port()
     command = [
         sys.executable,
@@ -129,18 +138,18 @@ def inferkit_start(
             text=True,
             env={**os.environ, **(env or {})},
         )
-    running = Running(process, *ports, log_path=log_path)
+    running = Running(process, *ports, log_path=log_path, scheme="https" if tls else "http")
     try:
-        _wait_ready(running)
+        _wait_ready(running, tls or {})
         yield running
     finally:
         running.stop()
         log_path.unlink(missing_ok=True)
 
 
-def _wait_ready(running: Running) -> None:
+def _wait_ready(running: Running, options: dict[str, Any]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    with httpx.Client(base_url=running.url, timeout=2.0) as http:
+    with httpx.Client(base_url=running.url, timeout=2.0, **options) as http:
         while time.monotonic() < deadline:
             if running.process.poll() is not None:
                 raise RuntimeError(

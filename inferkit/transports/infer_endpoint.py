@@ -64,6 +64,9 @@ STATUS: dict[type[Exception], int] = {
     errors.QueueFull: 503,
     errors.ShuttingDown: 503,
     errors.SettingsError: 500,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.RepositoryReadOnly: 403,
 }
 
 #: Seconds a client should wait before retrying a retryable error (``Retry-After``).

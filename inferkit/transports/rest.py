@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import errors
+from ..auth import AccessPolicy
 from ..server import Server
 from ..settings import Settings
 from ..types import RepositoryIndexRequest, encode_json
@@ -42,6 +43,7 @@ from .infer_endpoint import (
     status_for,
 )
 from .openapi import docs_routes
+from .rest_auth import OPEN_PATHS, RestAuth
 
 __all__ = ["STATUS", "create_rest_app", "error_response", "reserve_rest_paths", "status_for"]
 
@@ -191,6 +193,20 @@ def _middleware(settings: Settings) -> list[Middleware]:
                 allow_headers=cors.allow_headers,
                 expose_headers=cors.expose_headers,
                 max_age=cors.max_age,
+            )
+        )
+    # Inside CORS, whose preflight answers carry no token; off unless it can refuse something.
+    policy = AccessPolicy.from_settings(settings)
+    if policy.needed:
+        open_paths = OPEN_PATHS
+        if settings.metrics_endpoint and settings.metrics_on_http_port:
+            open_paths |= {settings.metrics_endpoint}  # metrics are open on any port
+        middleware.append(
+            Middleware(
+                RestAuth,
+                policy=policy,
+                open_paths=open_paths,
+                drain_limit=settings.max_request_size,
             )
         )
     if settings.gzip_enabled:

@@ -9,6 +9,7 @@ from and to protobuf bytes, for speed; ``status`` holds the one error -> gRPC st
 
 from __future__ import annotations
 
+from .auth import protect
 from .health import Readiness, create_health
 from .listener import grpc_service, tls_context
 from .service import InferenceService, Inflight, RepositoryService, create_grpc_service
@@ -24,6 +25,7 @@ __all__ = [
     "create_grpc_service",
     "create_health",
     "grpc_service",
+    "protect",
     "status_for",
     "tls_context",
 ]

@@ -18,6 +18,7 @@ from inferkit.errors import SettingsError
 from inferkit.server import Server
 from inferkit.settings import Settings
 
+from .auth import protect
 from .service import InferenceService, create_grpc_service
 
 __all__ = ["grpc_service", "tls_context"]
@@ -30,6 +31,7 @@ async def grpc_service(server: Server, settings: Settings, stop: asyncio.Event) 
     services = create_grpc_service(server, settings)
     context = tls_context(settings)
     grpc = GrpcServer(services)
+    protect(grpc, settings)  # tokens and the read-only repository, when configured
     await grpc.start(settings.host, settings.grpc_port, ssl=context)
     tls = " (TLS)" if context is not None else ""
     log.info("gRPC server running on %s:%d%s", settings.host, settings.grpc_port, tls)

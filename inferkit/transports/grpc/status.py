@@ -44,6 +44,9 @@ STATUS: dict[type[Exception], Status] = {
     errors.QueueFull: Status.UNAVAILABLE,
     errors.ShuttingDown: Status.UNAVAILABLE,
     errors.SettingsError: Status.INTERNAL,
+    errors.Unauthenticated: Status.UNAUTHENTICATED,
+    errors.PermissionDenied: Status.PERMISSION_DENIED,
+    errors.RepositoryReadOnly: Status.PERMISSION_DENIED,
 }
 
 #: Trailing metadata key carrying the error's stable ``code`` (``MODEL_NOT_FOUND``, ...).
