@@ -140,7 +140,16 @@ class Served:
         return procstats.process_tree(self.process.pid)
 
     def workers(self) -> list[int]:
-        return self.tree()[1:]
+        """The model worker processes (not multiprocessing's resource tracker)."""
+        found = []
+        for pid in self.tree()[1:]:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # gone while we looked
+            if b"spawn_main" in command:
+                found.append(pid)
+        return found
 
 
 def start(folder: Path, settings: dict[str, object]) -> Served:
@@ -390,11 +399,12 @@ async def sigterm(folder: Path) -> dict[str, object]:
 # -- report --------------------------------------------------------------------------------
 
 
-def table(results: dict[str, dict[str, object]], command: str) -> str:
-    rows = [
-        "| scenario | answered | failed | what happened |",
-        "|---|--:|--:|---|",
-    ]
+SCENARIOS = ("soak", "kill9", "sigstop", "reload", "sigterm")
+HEADER = ("| scenario | answered | failed | what happened |", "|---|--:|--:|---|")
+
+
+def table_rows(results: dict[str, dict[str, object]]) -> dict[str, str]:
+    rows = {}
     notes = {
         "soak": lambda r: (
             f"{r['seconds']:.0f} s at saturation, {r['rate']:.0f} req/s; RSS "
@@ -417,14 +427,23 @@ def table(results: dict[str, dict[str, object]], command: str) -> str:
         ),
     }
     for name, result in results.items():
-        rows.append(f"| {name} | {result['ok']} | {result['failed']} | {notes[name](result)} |")
-    return "\n".join([*rows, "", f"Reproduce: `{command}`."])
+        rows[name] = f"| {name} | {result['ok']} | {result['failed']} | {notes[name](result)} |"
+    return rows
 
 
-def update_docs(text: str) -> None:
+def update_docs(rows: dict[str, str], command: str) -> None:
+    """Replace the rows of the scenarios run, keep the others' (a partial rerun)."""
     doc = DOCS.read_text()
     head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    old, tail = rest.split(END, 1)
+    kept = {
+        line.split("|")[1].strip(): line
+        for line in old.splitlines()
+        if line.startswith("| ") and not line.startswith("| scenario")
+    }
+    merged = {**kept, **rows}
+    ordered = [merged[name] for name in SCENARIOS if name in merged]
+    text = "\n".join([*HEADER, *ordered, "", f"Reproduce: `{command}`."])
     DOCS.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
@@ -451,16 +470,16 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--scenarios", default="soak,kill9,sigstop,reload,sigterm")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     results = asyncio.run(run(args))
     command = "nox -s soak" + ("" if args.minutes == 10 else f" -- --minutes {args.minutes:g}")
-    text = table(results, command)
-    print(text)
+    rows = table_rows(results)
+    print("\n".join([*HEADER, *rows.values()]))
     if args.update_docs:
-        update_docs(text)
+        update_docs(rows, command)
 
 
 if __name__ == "__main__":
