@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..errors import SettingsError
 from ..server import Server
+from ..settings import Settings
 from ..settings_loader import load_settings
 
 if TYPE_CHECKING:
@@ -70,8 +72,7 @@ class InferkitReplica:
         from ..transports.rest import reserve_rest_paths
 
         environ = dict(os.environ)
-        settings = load_settings(self.repository, environ)
-        settings = msgspec.structs.replace(settings, **self.overrides)
+        settings = _with_overrides(load_settings(self.repository, environ), self.overrides)
         server = Server(
             settings=settings,
             repository=ModelRepository(settings.model_repository_root, environ),
@@ -88,6 +89,19 @@ class InferkitReplica:
         """
         if self.server is None or not await self.server.ready():
             raise RuntimeError("inferkit is not ready: starting, stopping or loading a model")
+
+
+def _with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """``settings`` with the fields in ``overrides`` replaced, checked as a settings file is."""
+    fields = {field.name for field in msgspec.structs.fields(Settings)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise SettingsError(f"Invalid settings for the Ray Serve deployment: unknown {unknown}")
+    merged = {**msgspec.to_builtins(settings), **overrides}
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"Invalid settings for the Ray Serve deployment: {exc}") from exc
 
 
 class _WithLifespan:
