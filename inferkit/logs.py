@@ -55,7 +55,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES and key not in entry:
+            # Names with "_" are frameworks' own, not fields: Ray's record factory adds
+            # ``_ray_timestamp_ns`` to every record of a process that imports it.
+            if key not in _RECORD_ATTRIBUTES and key not in entry and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
