@@ -8,6 +8,8 @@ show that model as FAILED with the reason.
 
 :func:`resolve_implementation` imports a model's ``"module.Class"``, looking in the model's
 folder first, so two models may each ship a ``model.py`` defining a class of the same name.
+Only dotted Python names are taken, never a file path, so a settings file cannot import code
+from outside its folder and the installed packages.
 """
 
 from __future__ import annotations
@@ -186,8 +188,12 @@ def resolve_implementation(settings: ModelSettings) -> type[Any]:
             f"Cannot import {wanted!r}: {reason}", model=settings.name, version=settings.version
         )
 
-    if not module_name or not class_name:
-        raise failed("expected 'module.Class'")
+    # Module names only, as in MLServer: a path ("/elsewhere/evil.Class", "../x.Class") would
+    # let a settings file import code from outside its model folder and the installed packages.
+    if not class_name.isidentifier() or not all(
+        part.isidentifier() for part in module_name.split(".")
+    ):
+        raise failed("expected 'module.Class', dotted Python names (not a file path)")
     folder = os.path.abspath(settings.folder) if settings.folder else None
     try:
         module = _import_with_compat(module_name, folder)
