@@ -388,12 +388,14 @@ def test_mlserver_runtime_names_map_to_inferkit_runtimes(monkeypatch: pytest.Mon
         (
             "EchoModel",
             {},
-            "Cannot import 'EchoModel': expected 'module.Class', dotted Python names (not a file path)",
+            "Cannot import 'EchoModel': expected 'module.Class',"
+            " dotted Python names (not a file path)",
         ),
         (
             "model.",
             {},
-            "Cannot import 'model.': expected 'module.Class', dotted Python names (not a file path)",
+            "Cannot import 'model.': expected 'module.Class',"
+            " dotted Python names (not a file path)",
         ),
         (
             "nomodule.M",
