@@ -254,16 +254,16 @@ class Server:
 
     def _discover(self, found: list[ModelSettings], failures: list[DiscoveryFailure]) -> None:
         # Applied with no await in between, so no request sees half of a scan.
-        keys = {(s.name, s.version or "") for s in found} | {(f.name, "") for f in failures}
+        keys = {(s.name, s.version or "") for s in found} | {(f.name, f.version) for f in failures}
         for name, version in sorted(self._found - keys):
             self._registry.forget(name, version)
         self._found = keys
         for settings in found:
             if self._is_new(settings):
                 self.add(settings)
-        for name, reason in failures:
-            if name not in self._registry:
-                self._registry.fail(name, "", reason)
+        for failure in failures:
+            if failure.name not in self._registry:
+                self._registry.fail(failure.name, failure.version, failure.reason)
 
     def _is_new(self, settings: ModelSettings) -> bool:
         try:

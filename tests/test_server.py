@@ -539,3 +539,49 @@ async def test_a_version_whose_folder_is_deleted_goes_the_same_way(tmp_path: Pat
     await server.rescan()
     await server.unload("iris", "2")
     assert states(await server.index()) == {"iris:2": "UNAVAILABLE", "iris:3": "READY"}
+
+
+@pytest.mark.parametrize(
+    ("folder", "content", "name", "version"),
+    [
+        # Valid JSON with a bad field: the model it names is the one listed FAILED.
+        ("v1", '{"name": "m", "implementation": 5, "parameters": {"version": "v1"}}', "m", "v1"),
+        ("folder", '{"name": "m", "implementation": 5}', "m", ""),
+        # Not JSON: nothing can be read, so the folder names it.
+        ("m", "{", "m", ""),
+    ],
+    ids=["named-versioned", "named", "unreadable"],
+)
+async def test_a_broken_settings_file_fails_the_same_in_the_index_and_on_load(
+    tmp_path: Path, folder: str, content: str, name: str, version: str
+) -> None:
+    from inferkit.repository import ModelRepository
+
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "model-settings.json").write_text(content)
+    server = Server(repository=ModelRepository(tmp_path))
+    await server.start()
+    [item] = await server.index()
+    assert (item.name, item.version, item.state) == (name, version, "FAILED")
+
+    with pytest.raises(errors.ModelLoadError) as info:
+        await server.load(name)
+
+    assert info.value.code == "MODEL_LOAD_FAILED"
+    assert info.value.message == f"Model '{name}' failed to load: {item.reason}"
+    assert [(i.name, i.version, i.state) for i in await server.index()] == [
+        (name, version, "FAILED")
+    ]
+
+
+async def test_a_broken_file_naming_a_served_model_does_not_shadow_it(tmp_path: Path) -> None:
+    from inferkit.repository import ModelRepository
+
+    sum_model_folder(tmp_path / "good", "m")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model-settings.json").write_text('{"name": "m", "implementation": 5}')
+    server = Server(repository=ModelRepository(tmp_path))
+    await server.start()
+    # Listed under its folder's name, so "m" stays the model that works.
+    assert states(await server.index()) == {"bad": "FAILED", "m": "READY"}
+    assert (await server.infer("m", fp32(1))).outputs
