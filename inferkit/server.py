@@ -32,6 +32,7 @@ from .errors import (
     InferkitError,
     ModelLoadError,
     ModelNotFound,
+    SettingsError,
     ShuttingDown,
 )
 from .events import Listener
@@ -97,7 +98,10 @@ class Server:
         # Custom REST handlers (``@custom_handler``) of the loaded models, served by transports.
         self._handlers = HandlerTable()
         self._registry = Registry(
-            self._pipeline.emit, attach=self._attach_handlers, detach=self._detach_handlers
+            self._pipeline.emit,
+            attach=self._attach_handlers,
+            detach=self._detach_handlers,
+            expose_errors=self.settings.expose_load_errors,
         )
         # Unary calls waiting in a batcher (queued or in a running batch): the calls in hand
         # beyond these are being read or answered, and may bring a batch more requests.
@@ -263,7 +267,8 @@ class Server:
                 self.add(settings)
         for failure in failures:
             if failure.name not in self._registry:
-                self._registry.fail(failure.name, failure.version, failure.reason)
+                error = SettingsError(failure.reason, model=failure.name)
+                self._registry.fail(failure.name, failure.version, error)
 
     def _is_new(self, settings: ModelSettings) -> bool:
         try:
