@@ -128,8 +128,12 @@ class Registry:
         *,
         attach: Callable[[Slot, ModelProtocol], None] | None = None,
         detach: Callable[[Slot], None] | None = None,
+        expose_errors: bool = True,
     ) -> None:
         self._slots: dict[str, dict[str, Slot]] = {}
+        # Whether a failure's text becomes the slot's reason (which clients see in the index
+        # and load answers) or only its class does, the text going to the log alone.
+        self._expose = expose_errors
         self._locks: dict[str, asyncio.Lock] = {}
         self._emit = emit
         # Called with a newly loaded model before it turns READY (raising fails the load), and
@@ -148,12 +152,18 @@ class Registry:
             slot.settings, slot.factory, slot.gone = settings, factory, False
         return slot
 
-    def fail(self, name: str, version: str, reason: str) -> Slot:
-        """Record a model that could not even be described (e.g. a broken settings file)."""
-        slot = self.add(ModelSettings(name=name), _unbuildable(reason))
+    def fail(self, name: str, version: str, error: InferkitError) -> Slot:
+        """Record a model that could not even be described (e.g. a broken settings file):
+        FAILED with ``error``, which loading it raises again."""
+        slot = self.add(ModelSettings(name=name), _unbuildable(error))
         slot.version = version
-        self._set_failed(slot, reason)
+        log.error("Model '%s'%s cannot be loaded: %s", name, _v(version), error.message)
+        self._set_failed(slot, self._public(error), error.message)
         return slot
+
+    def _public(self, exc: BaseException) -> str:
+        """The reason clients are given for a failure: its text, or only its class."""
+        return _reason(exc) if self._expose else _withheld(exc)
 
     def __iter__(self) -> Iterator[Slot]:
         for versions in self._slots.values():
@@ -229,8 +239,9 @@ class Registry:
                 reason,
                 exc_info=not isinstance(exc, InferkitError),
             )
-            self._set_failed(slot, reason)
-            return reason
+            public = self._public(exc)
+            self._set_failed(slot, public, reason)
+            return public
         _mark_ready(new)
         slot.model, slot.reason = new, ""
         self._move(slot, "loaded")
@@ -262,10 +273,12 @@ class Registry:
         except Exception:
             log.exception("Unloading the replaced instance of model '%s' failed", slot.name)
 
-    def _set_failed(self, slot: Slot, reason: str) -> None:
+    def _set_failed(self, slot: Slot, public: str, reason: str) -> None:
+        """FAILED with ``public`` as the slot's reason; the event, which stays in the
+        process, carries the full ``reason``."""
         if self._move(slot, "fail") != "FAILED":
             return  # a failed reload: the table keeps it READY on the old instance
-        slot.reason, slot.model = reason, None
+        slot.reason, slot.model = public, None
         if self._detach is not None:
             self._detach(slot)
         self._emit(ModelFailed(model=slot.name, version=slot.version, reason=reason))
@@ -336,9 +349,15 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _unbuildable(reason: str) -> ModelFactory:
+def _withheld(exc: BaseException) -> str:
+    # The text of a load failure may hold secrets (a password in a connection string) and
+    # absolute paths; clients get its class, the server log has the rest.
+    return f"{type(exc).__name__} (the reason is in the server log)"
+
+
+def _unbuildable(error: InferkitError) -> ModelFactory:
     def factory(settings: ModelSettings) -> ModelProtocol:
-        raise ModelLoadError(reason, model=settings.name)
+        raise error
 
     return factory
 

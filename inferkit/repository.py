@@ -8,6 +8,8 @@ show that model as FAILED with the reason.
 
 :func:`resolve_implementation` imports a model's ``"module.Class"``, looking in the model's
 folder first, so two models may each ship a ``model.py`` defining a class of the same name.
+Only dotted Python names are taken, never a file path, so a settings file cannot import code
+from outside its folder and the installed packages.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -67,11 +70,17 @@ _UNIQUE_PREFIX = "_inferkit_model_"
 
 
 class DiscoveryFailure(NamedTuple):
-    """A ``model-settings.json`` that could not be read; the model is named after its folder."""
+    """A ``model-settings.json`` that could not be read.
+
+    The model is the one the file names (``name``, ``parameters.version``) when those can
+    still be read, so the index lists FAILED the model a client would load; else (the file is
+    no JSON object, or names a model the scan found working) it is named after its folder.
+    """
 
     name: str
     #: Names the file and the field: ``Invalid settings in /m/model-settings.json: ...``.
     reason: str
+    version: str = ""
 
 
 class Discovery(NamedTuple):
@@ -106,15 +115,17 @@ class ModelRepository:
     def discover(self) -> Discovery:
         """Every model version in the repository, and the folders that failed to load."""
         models: list[ModelSettings] = []
-        failures: list[DiscoveryFailure] = []
+        broken: list[tuple[Path, str]] = []
         for path in _settings_files(self.root):
             warnings: list[str] = []
             stamp = _stamp(path)  # before the read: a later edit is then warned about too
             try:
                 models.append(load_model_settings(path, warnings=warnings))
             except SettingsError as exc:
-                failures.append(DiscoveryFailure(path.parent.name, exc.message))
+                broken.append((path, exc.message))
             self._warn_once(str(path), stamp, warnings)
+        working = {model.name for model in models}
+        failures = [_failure(path, reason, working) for path, reason in broken]
         if not models and self._environ is not None:
             warnings = []
             from_env = model_settings_from_env(self._environ, warnings=warnings)
@@ -134,6 +145,22 @@ class ModelRepository:
     def find(self, name: str) -> list[ModelSettings]:
         """The versions of one model, re-scanning the disk (empty if there is none)."""
         return [model for model in self.discover().models if model.name == name]
+
+
+def _failure(path: Path, reason: str, working: set[str]) -> DiscoveryFailure:
+    """The failure of a settings file, named as :class:`DiscoveryFailure` says."""
+    folder = DiscoveryFailure(path.parent.name, reason)
+    try:
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return folder
+    name = raw.get("name") if isinstance(raw, dict) else None
+    # A broken file naming a model that works must not stand for it in the index.
+    if not isinstance(name, str) or not name or name in working:
+        return folder
+    parameters = raw.get("parameters")
+    version = parameters.get("version") if isinstance(parameters, dict) else None
+    return DiscoveryFailure(name, reason, version if isinstance(version, str) else "")
 
 
 def _stamp(path: Path) -> object:
@@ -186,8 +213,12 @@ def resolve_implementation(settings: ModelSettings) -> type[Any]:
             f"Cannot import {wanted!r}: {reason}", model=settings.name, version=settings.version
         )
 
-    if not module_name or not class_name:
-        raise failed("expected 'module.Class'")
+    # Module names only, as in MLServer: a path ("/elsewhere/evil.Class", "../x.Class") would
+    # let a settings file import code from outside its model folder and the installed packages.
+    if not class_name.isidentifier() or not all(
+        part.isidentifier() for part in module_name.split(".")
+    ):
+        raise failed("expected 'module.Class', dotted Python names (not a file path)")
     folder = os.path.abspath(settings.folder) if settings.folder else None
     try:
         module = _import_with_compat(module_name, folder)

@@ -32,6 +32,7 @@ from .errors import (
     InferkitError,
     ModelLoadError,
     ModelNotFound,
+    SettingsError,
     ShuttingDown,
 )
 from .events import Listener
@@ -98,7 +99,10 @@ class Server:
         # Custom REST handlers (``@custom_handler``) of the loaded models, served by transports.
         self._handlers = HandlerTable()
         self._registry = Registry(
-            self._pipeline.emit, attach=self._attach_handlers, detach=self._detach_handlers
+            self._pipeline.emit,
+            attach=self._attach_handlers,
+            detach=self._detach_handlers,
+            expose_errors=self.settings.expose_load_errors,
         )
         # Unary calls waiting in a batcher (queued or in a running batch): the calls in hand
         # beyond these are being read or answered, and may bring a batch more requests.
@@ -257,16 +261,17 @@ class Server:
 
     def _discover(self, found: list[ModelSettings], failures: list[DiscoveryFailure]) -> None:
         # Applied with no await in between, so no request sees half of a scan.
-        keys = {(s.name, s.version or "") for s in found} | {(f.name, "") for f in failures}
+        keys = {(s.name, s.version or "") for s in found} | {(f.name, f.version) for f in failures}
         for name, version in sorted(self._found - keys):
             self._registry.forget(name, version)
         self._found = keys
         for settings in found:
             if self._is_new(settings):
                 self.add(settings)
-        for name, reason in failures:
-            if name not in self._registry:
-                self._registry.fail(name, "", reason)
+        for failure in failures:
+            if failure.name not in self._registry:
+                error = SettingsError(failure.reason, model=failure.name)
+                self._registry.fail(failure.name, failure.version, error)
 
     def _is_new(self, settings: ModelSettings) -> bool:
         try:

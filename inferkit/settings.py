@@ -42,6 +42,10 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Server-wide settings (``settings.json``)."""
 
     debug: bool = False
+    #: Tell clients why a model failed to load (the index ``reason``, the load answer). Off,
+    #: they get the error's class and code and the text goes to the server log only: it may
+    #: hold secrets and absolute paths. For development.
+    expose_load_errors: bool = False
     #: Worker processes per model. 0 (our default; MLServer's is 1) predicts in-process, which
     #: is the fast path for small models.
     parallel_workers: int = 0

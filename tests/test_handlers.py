@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 from toymodels import SumModel, named
 
-from inferkit import ModelSettings, Server, custom_handler
+from inferkit import ModelSettings, Server, Settings, custom_handler
 from inferkit.handlers import CustomHandler, HandlerTable, find_handlers
+
+# The tests of why a load is refused read the reason from the index: told to clients only
+# with expose_load_errors (else they get the class; tests/test_server.py checks both).
+EXPOSED = Settings(expose_load_errors=True)
 
 
 class Handlers(SumModel):
@@ -63,7 +67,7 @@ async def test_routes_come_with_the_load_and_go_with_the_unload() -> None:
 
 
 async def test_a_path_taken_by_another_model_fails_the_second_load() -> None:
-    server = Server([named(Handlers, "a"), named(Handlers, "b")])
+    server = Server([named(Handlers, "a"), named(Handlers, "b")], settings=EXPOSED)
     await server.start()
     states = {item.name: (item.state, item.reason) for item in await server.index()}
     assert states["a"] == ("READY", "")
@@ -91,7 +95,7 @@ async def test_a_refused_load_unloads_what_it_loaded() -> None:
 
 
 async def test_a_transport_check_refuses_a_path() -> None:
-    server = Server([named(Handlers, "h")])
+    server = Server([named(Handlers, "h")], settings=EXPOSED)
     server.add_route_check(lambda route: "mine" if route.path == "/total" else "")
     await server.start()
     [item] = await server.index()
@@ -128,7 +132,7 @@ async def test_models_in_worker_processes_with_handlers_are_refused(tmp_path: ob
     settings = ModelSettings(
         name="p", implementation="withh.M", parallel_workers=1, folder=str(folder)
     )
-    server = Server([settings])
+    server = Server([settings], settings=EXPOSED)
     await server.start()
     [item] = await server.index()
     assert (item.state, item.reason) == (
@@ -150,7 +154,7 @@ class Twice(SumModel):
 
 
 async def test_one_path_twice_in_a_model_is_a_load_error() -> None:
-    server = Server([named(Twice, "t")])
+    server = Server([named(Twice, "t")], settings=EXPOSED)
     await server.start()
     [item] = await server.index()
     assert (item.state, item.reason) == (

@@ -385,8 +385,18 @@ def test_mlserver_runtime_names_map_to_inferkit_runtimes(monkeypatch: pytest.Mon
             {},
             'No implementation set: add "implementation": "module.Class" to model-settings.json',
         ),
-        ("EchoModel", {}, "Cannot import 'EchoModel': expected 'module.Class'"),
-        ("model.", {}, "Cannot import 'model.': expected 'module.Class'"),
+        (
+            "EchoModel",
+            {},
+            "Cannot import 'EchoModel': expected 'module.Class',"
+            " dotted Python names (not a file path)",
+        ),
+        (
+            "model.",
+            {},
+            "Cannot import 'model.': expected 'module.Class',"
+            " dotted Python names (not a file path)",
+        ),
         (
             "nomodule.M",
             {},
@@ -459,3 +469,34 @@ def test_import_errors_say_why(
     assert (info.value.model, info.value.version) == ("m", "3")
     assert sys.path == path_before
     assert not [name for name in sys.modules if name.startswith("_inferkit_model_")]
+
+
+@pytest.mark.parametrize(
+    "implementation",
+    [
+        "{outside}/evil.Evil",  # an absolute path outside the model folder: once imported
+        "{outside}/evil/__init__.Evil",
+        "../outside/evil.Evil",
+        "sub/evil.Evil",  # a path, even one inside the folder: names are module names
+        "evil.Ev il",
+    ],
+)
+def test_implementation_must_be_a_module_name_not_a_path(
+    tmp_path: Path, implementation: str
+) -> None:
+    outside = tmp_path / "outside"
+    marker = tmp_path / "imported"
+    code = f"open({str(marker)!r}, 'w').close()\n\nclass Evil:\n    pass\n"
+    write(outside / "evil.py", code)
+    write(outside / "evil" / "__init__.py", code)
+    settings = model_folder(
+        tmp_path / "m",
+        {"implementation": implementation.format(outside=outside)},
+        **{"sub/evil.py": code},
+    )
+
+    with pytest.raises(ModelLoadError) as info:
+        resolve_implementation(settings)
+
+    assert "expected 'module.Class'" in info.value.message
+    assert not marker.exists()  # nothing ran

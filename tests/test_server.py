@@ -203,21 +203,53 @@ async def test_a_model_that_hangs_times_out() -> None:
     assert (await server.infer("sum", fp32(1))).outputs
 
 
-async def test_a_model_that_fails_to_load_is_failed_and_the_others_serve() -> None:
+async def test_a_model_that_fails_to_load_is_failed_and_the_others_serve(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     server = await started(named(BrokenLoadModel, "broken"), sum_model())
     index = {i.name: (i.state, i.reason) for i in await server.index()}
-    assert index == {
-        "broken": ("FAILED", "FileNotFoundError: weights.bin is missing"),
-        "sum": ("READY", ""),
-    }
+    # Clients get the class of the failure; its text is in the server log only.
+    withheld = "FileNotFoundError (the reason is in the server log)"
+    assert index == {"broken": ("FAILED", withheld), "sum": ("READY", "")}
+    assert "Model 'broken' failed to load: FileNotFoundError: weights.bin is missing" in (
+        caplog.text
+    )
     assert await server.ready() is True
     assert [i.name for i in await server.index(ready=True)] == ["sum"]
     assert [i.name for i in await server.index(ready=False)] == ["broken"]
     with pytest.raises(errors.ModelLoadError) as caught:
         await server.load("broken")
+    assert caught.value.message == f"Model 'broken' failed to load: {withheld}"
+    assert caught.value.code == "MODEL_LOAD_FAILED"
+
+
+async def test_expose_load_errors_tells_clients_the_reason() -> None:
+    server = await started(named(BrokenLoadModel, "broken"), expose_load_errors=True)
+    [item] = await server.index()
+    assert (item.state, item.reason) == ("FAILED", "FileNotFoundError: weights.bin is missing")
+    with pytest.raises(errors.ModelLoadError) as caught:
+        await server.load("broken")
     assert caught.value.message == (
         "Model 'broken' failed to load: FileNotFoundError: weights.bin is missing"
     )
+
+
+class LeakyLoadModel(Model):
+    async def load(self) -> bool:
+        raise RuntimeError("cannot connect to postgres://admin:hunter2@db/models")
+
+
+async def test_a_load_failure_does_not_tell_clients_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = await started(named(LeakyLoadModel, "leaky"))
+    [item] = await server.index()
+    with pytest.raises(errors.ModelLoadError) as caught:
+        await server.load("leaky")
+    for told in (item.reason, caught.value.message):
+        assert "hunter2" not in told
+        assert "RuntimeError" in told
+    assert "hunter2" in caplog.text  # the operator can still find out why
 
 
 async def test_events_reach_listeners() -> None:
@@ -377,7 +409,9 @@ def test_import_inferkit_loads_no_framework() -> None:
     assert out.strip() == "[]"
 
 
-async def test_an_mlserver_repository_through_the_core(tmp_path: Path) -> None:
+async def test_an_mlserver_repository_through_the_core(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from inferkit.repository import ModelRepository
     from inferkit.settings_loader import load_settings
 
@@ -397,8 +431,12 @@ async def test_an_mlserver_repository_through_the_core(tmp_path: Path) -> None:
     await server.start()
     index = {item.name: (item.state, item.reason) for item in await server.index()}
     assert index["adder"] == ("READY", "")
-    assert index["typo"][0] == "FAILED" and "Missing" in index["typo"][1]
-    assert index["garbled"][0] == "FAILED" and "model-settings.json" in index["garbled"][1]
+    assert index["typo"] == ("FAILED", "ModelLoadError (the reason is in the server log)")
+    assert index["garbled"] == ("FAILED", "SettingsError (the reason is in the server log)")
+    assert "Cannot import 'model.Missing': module 'model' has no attribute 'Missing'" in (
+        caplog.text
+    )
+    assert f"Invalid settings in {tmp_path / 'garbled' / 'model-settings.json'}" in caplog.text
     assert await server.ready() is True
     assert np.asarray((await server.infer("adder", fp32(1, 2))).outputs[0].data).tolist() == [3.0]
 
@@ -539,3 +577,49 @@ async def test_a_version_whose_folder_is_deleted_goes_the_same_way(tmp_path: Pat
     await server.rescan()
     await server.unload("iris", "2")
     assert states(await server.index()) == {"iris:2": "UNAVAILABLE", "iris:3": "READY"}
+
+
+@pytest.mark.parametrize(
+    ("folder", "content", "name", "version"),
+    [
+        # Valid JSON with a bad field: the model it names is the one listed FAILED.
+        ("v1", '{"name": "m", "implementation": 5, "parameters": {"version": "v1"}}', "m", "v1"),
+        ("folder", '{"name": "m", "implementation": 5}', "m", ""),
+        # Not JSON: nothing can be read, so the folder names it.
+        ("m", "{", "m", ""),
+    ],
+    ids=["named-versioned", "named", "unreadable"],
+)
+async def test_a_broken_settings_file_fails_the_same_in_the_index_and_on_load(
+    tmp_path: Path, folder: str, content: str, name: str, version: str
+) -> None:
+    from inferkit.repository import ModelRepository
+
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "model-settings.json").write_text(content)
+    server = Server(repository=ModelRepository(tmp_path))
+    await server.start()
+    [item] = await server.index()
+    assert (item.name, item.version, item.state) == (name, version, "FAILED")
+
+    with pytest.raises(errors.ModelLoadError) as info:
+        await server.load(name)
+
+    assert info.value.code == "MODEL_LOAD_FAILED"
+    assert info.value.message == f"Model '{name}' failed to load: {item.reason}"
+    assert [(i.name, i.version, i.state) for i in await server.index()] == [
+        (name, version, "FAILED")
+    ]
+
+
+async def test_a_broken_file_naming_a_served_model_does_not_shadow_it(tmp_path: Path) -> None:
+    from inferkit.repository import ModelRepository
+
+    sum_model_folder(tmp_path / "good", "m")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model-settings.json").write_text('{"name": "m", "implementation": 5}')
+    server = Server(repository=ModelRepository(tmp_path))
+    await server.start()
+    # Listed under its folder's name, so "m" stays the model that works.
+    assert states(await server.index()) == {"bad": "FAILED", "m": "READY"}
+    assert (await server.infer("m", fp32(1))).outputs

@@ -55,7 +55,9 @@ def model_folder(root: Path, name: str, **settings: object) -> None:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("repo")
-    (root / "settings.json").write_text(json.dumps({"parallel_workers": 0}))
+    # The refusals' reasons reach clients (the index) with expose_load_errors only.
+    settings = {"parallel_workers": 0, "expose_load_errors": True}
+    (root / "settings.json").write_text(json.dumps(settings))
     model_folder(root, "custom")
     model_folder(root, "worker", parallel_workers=1)
     with inferkit_start(root) as server:
@@ -100,7 +102,7 @@ def test_a_second_model_on_the_same_paths_fails_to_load(
     running: Running, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     root = tmp_path_factory.mktemp("clash")
-    (root / "settings.json").write_text("{}")
+    (root / "settings.json").write_text(json.dumps({"expose_load_errors": True}))
     model_folder(root, "first")
     model_folder(root, "second")
     with inferkit_start(root) as server, httpx.Client(base_url=server.url, timeout=10) as http:

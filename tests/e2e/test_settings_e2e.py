@@ -52,14 +52,20 @@ def test_start_warns_about_typos_and_unimplemented_fields(tmp_path: Path) -> Non
     with inferkit_start(root) as running, httpx.Client(base_url=running.url) as http:
         body = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [7]}]}
         assert http.post("/v2/models/echo/infer", json=body).status_code == 200
-        # The misspelt implementation leaves "typo" without one: it fails to load, with why.
+        # The misspelt implementation leaves "typo" without one: it fails to load; the client
+        # is told the class (expose_load_errors is off), the log says why (below).
         failed = http.post("/v2/repository/models/typo/load").json()
-        assert failed["code"] == "MODEL_LOAD_FAILED" and "No implementation set" in failed["error"]
+        assert failed == {
+            "error": "Model 'typo' failed to load: ModelLoadError"
+            " (the reason is in the server log)",
+            "code": "MODEL_LOAD_FAILED",
+        }
         assert http.post("/v2/repository/index", json={}).status_code == 200
         assert http.post("/v2/repository/models/echo/load").status_code == 200
         code, log = running.stop()
 
     assert code == 0
+    assert "Model 'typo' failed to load: No implementation set" in log
     warnings = [
         line.split(" WARNING - ", 1)[1] for line in log.splitlines() if " WARNING - " in line
     ]

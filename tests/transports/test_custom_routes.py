@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from toymodels import SumModel, named
 
-from inferkit import Server, custom_handler, errors
+from inferkit import Server, Settings, custom_handler, errors
 from inferkit.transports.rest import create_rest_app
 
 
@@ -60,8 +60,8 @@ class Handlers(SumModel):
 
 
 @asynccontextmanager
-async def client(*models: Any) -> AsyncIterator[httpx.AsyncClient]:
-    server = Server(models or [named(Handlers, "h")])
+async def client(*models: Any, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    server = Server(models or [named(Handlers, "h")], settings=Settings(**settings))
     app = create_rest_app(server)  # before start, as an embedding app does
     await server.start()
     transport = httpx.ASGITransport(app=app)
@@ -168,7 +168,8 @@ class Exact(SumModel):
     [(Shadowing, "GET /v2/models/{name}/ready"), (Exact, "POST /v2/health/ready")],
 )
 async def test_a_v2_path_is_a_load_error(cls: type[SumModel], route: str) -> None:
-    async with client(named(cls, "s")) as http:
+    # The reason is told to clients with expose_load_errors only.
+    async with client(named(cls, "s"), expose_load_errors=True) as http:
         [item] = await http.server.index()  # type: ignore[attr-defined]
         path = route.split()[1]
         assert (item.state, item.reason) == (
@@ -197,10 +198,12 @@ class OnMetrics(SumModel):
 
 
 async def test_reserved_before_start_with_the_metrics_route_on_the_http_port() -> None:
-    from inferkit import Settings
     from inferkit.transports.rest import reserve_rest_paths
 
-    server = Server([named(OnMetrics, "m")], settings=Settings(metrics_on_http_port=True))
+    server = Server(
+        [named(OnMetrics, "m")],
+        settings=Settings(metrics_on_http_port=True, expose_load_errors=True),
+    )
     reserve_rest_paths(server)  # as the runner does: the app is made after the models load
     await server.start()
     [item] = await server.index()

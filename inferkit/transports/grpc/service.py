@@ -23,11 +23,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+import h2.exceptions
 from grpclib.const import Handler
-from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.server import Stream
 
 from inferkit import errors
@@ -37,7 +38,7 @@ from inferkit.server import Server
 from inferkit.settings import Settings
 from inferkit.types import InferenceRequest, InferenceResponse
 
-from . import _wire
+from . import _strict, _wire
 from ._generated import inference as pb
 from ._generated.inference import model_repository as mr
 from .convert import (
@@ -52,7 +53,7 @@ from .convert import (
     statistics_to_proto,
 )
 from .health import create_health
-from .status import guard, status_for
+from .status import guard, send_error, status_for
 
 __all__ = ["InferenceService", "Inflight", "RepositoryService", "create_grpc_service"]
 
@@ -82,7 +83,9 @@ def create_grpc_service(server: Server, settings: Settings | None = None) -> lis
             server, max_message_length=limit, inflight=inflight, mlserver_metrics=mlserver
         ),
     ]
-    return [*services, *create_health(server, services)]
+    # grpclib's health service too: behind the guard, the size limit and strict parsing.
+    health = [_Protected(service, limit) for service in create_health(server, services)]
+    return [*services, *health]
 
 
 class Inflight:
@@ -118,32 +121,138 @@ class Inflight:
         await self._idle.wait()
 
 
-class _Limited:
-    """A message type for grpclib's codec that refuses oversize messages before parsing them.
+class _Strict:
+    """A message type for grpclib's codec that answers a message that does not parse as an
+    invalid request, naming the type expected and the field at fault (grpclib's codec calls
+    ``FromString`` on the request type of the handler). Generated classes are checked by
+    :mod:`._strict` first: betterproto2's own parser accepts garbage."""
 
-    grpclib has no message size limit of its own; its codec calls ``FromString`` on the
-    request type of the handler, so the limit sits here, with the service.
-    """
+    __slots__ = ("message_type",)
 
-    __slots__ = ("limit", "message_type")
-
-    def __init__(self, message_type: Any, limit: int) -> None:
+    def __init__(self, message_type: Any) -> None:
         self.message_type = message_type
-        self.limit = limit
 
     def FromString(self, data: bytes) -> Any:  # the protobuf API's name
-        if len(data) > self.limit:
-            raise errors.PayloadTooLarge(
-                f"Message of {len(data)} bytes is larger than the limit of {self.limit} bytes "
-                "(grpc_max_message_length)"
-            )
+        name = self.message_type.__name__
+        try:
+            _strict.check(self.message_type, data)  # betterproto2 alone takes garbage
+        except ValueError as exc:
+            raise errors.InvalidRequest(f"Expected a `{name}` message: {exc}") from None
         try:
             return self.message_type.FromString(data)
         except Exception:
-            name = self.message_type.__name__
             raise errors.InvalidRequest(
                 f"Expected a `{name}` message, got {len(data)} bytes that do not parse"
             ) from None
+
+
+class _TooLarge(errors.PayloadTooLarge):
+    """A message refused on its declared length, before its body is read."""
+
+
+class _Compressed(errors.InvalidRequest):
+    """A compressed message: grpclib has no decompression, so it is refused unread."""
+
+
+class _Unreadable(errors.InvalidRequest):
+    """The request ended inside a message: no later message can be found, so it ends a
+    stream too (the others are answered one message at a time, and the stream goes on)."""
+
+
+#: Errors found in the framing of a message, before its body is read: they end a unary call
+#: at once (see :func:`_bounded`).
+_UNREAD = (_TooLarge, _Compressed, _Unreadable)
+
+# Bytes of a refused message discarded per read, so skipping one holds no more than this
+# (and the flow control window) in memory.
+_SKIP_CHUNK = 1 << 16
+
+
+class _BoundedReader:
+    """The ``recv_data`` of grpclib's protocol stream for one call, refusing an oversize (or
+    compressed) message on its length prefix, before its body is read.
+
+    grpclib reads a message as its 5-byte prefix (compressed flag, big-endian length), then
+    ``recv_data(length)``, which buffers the whole body (acknowledging each DATA frame as it
+    arrives, so HTTP/2 flow control never holds the client back) before the codec sees it.
+    So the limit applies to the prefix: calls alternate prefix, body, and a refused prefix
+    raises out of grpclib's read, whose body read never happens. A stream goes on after the
+    refused message: its body is discarded in small reads before the next prefix is read.
+    """
+
+    __slots__ = ("limit", "prefix", "read", "skip")
+
+    def __init__(self, read: Callable[[int], Awaitable[bytes]], limit: int) -> None:
+        self.read = read
+        self.limit = limit
+        self.prefix = True
+        self.skip = 0  # bytes of a refused message still to discard
+
+    async def __call__(self, size: int) -> bytes:
+        try:
+            while self.skip:
+                self.skip -= len(await self.read(min(self.skip, _SKIP_CHUNK)))
+            data = await self.read(size)
+        except AssertionError:  # grpclib's Buffer: the stream ended inside what was asked for
+            raise _Unreadable("The request ended inside a message (truncated)") from None
+        if not self.prefix:
+            self.prefix = True
+        elif data:  # an empty read is the end of the stream: the next read is a prefix again
+            length = int.from_bytes(data[1:5], "big")
+            if data[0]:
+                self.skip = length
+                raise _Compressed("Compressed messages are not supported: send them uncompressed")
+            if length > self.limit:
+                self.skip = length
+                raise _TooLarge(
+                    f"Message of {length} bytes is larger than the limit of {self.limit} bytes "
+                    "(grpc_max_message_length)"
+                )
+            self.prefix = False
+        return data
+
+
+def _bounded(
+    func: Callable[[Stream[Any, Any]], Any], limit: int
+) -> Callable[[Stream[Any, Any]], Any]:
+    """``func`` with its messages read through a :class:`_BoundedReader`; a refused message
+    that ends the call (always, for a unary one) makes a client still sending stop."""
+
+    async def bounded(stream: Stream[Any, Any]) -> None:
+        # grpclib has no size limit and no hook before a body is read but the protocol
+        # stream's own ``recv_data``, shadowed here for this call only.
+        protocol = stream._stream
+        protocol.recv_data = _BoundedReader(protocol.recv_data, limit)  # type: ignore[method-assign]
+        try:
+            await func(stream)
+        except _UNREAD as exc:
+            await send_error(stream, exc)
+            # Trailers sent, the body maybe still coming: RST_STREAM(NO_ERROR) asks the client
+            # to stop sending (RFC 9113 section 8.1), as grpc-go does, rather than stream the
+            # rest to a server that drops it. A client that already ended its side needs none.
+            with contextlib.suppress(ProtocolError, h2.exceptions.H2Error):
+                await stream.cancel()
+
+    return bounded
+
+
+class _Protected:
+    """A service of grpclib's own (health) behind the error guard, the size limit and strict
+    parsing, as inferkit's services are (without them a message that does not parse is
+    logged with its traceback and answered UNKNOWN)."""
+
+    def __init__(self, service: Any, limit: int) -> None:
+        self.service = service
+        self.limit = limit
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            path: handler._replace(
+                func=guard(_bounded(handler.func, self.limit), path),
+                request_type=_Strict(handler.request_type),
+            )
+            for path, handler in self.service.__mapping__().items()
+        }
 
 
 def _guarded(
@@ -153,8 +262,9 @@ def _guarded(
     requests: RequestMetrics,
     mlserver: MLServerGrpcMetrics | None = None,
 ) -> dict[str, Handler]:
-    """Each handler behind the error guard and the size limit, counted in the request metrics
-    and (unary ones) in flight."""
+    """Each handler behind the error guard and the size limit (checked on each message's length
+    prefix, before its body is read), counted in the request metrics and (unary ones) in
+    flight."""
     wrapped = {}
     for path, handler in mapping.items():
         # Streams with a client side count their messages in flight themselves, if at all.
@@ -165,7 +275,7 @@ def _guarded(
             compat = mlserver.method(path, card.client_streaming, card.server_streaming)
         func = _measured(handler.func, path.rsplit("/", 1)[1], requests, tracked, compat)
         wrapped[path] = handler._replace(
-            func=guard(func, path), request_type=_Limited(handler.request_type, limit)
+            func=guard(_bounded(func, limit), path), request_type=_Strict(handler.request_type)
         )
     return wrapped
 
@@ -282,6 +392,8 @@ class InferenceService(pb.GrpcInferenceServiceBase):
             await self.server.handle_stream(_call(stream, MODEL_STREAM_INFER, True), exchange)
         finally:
             exchange.idle()
+        if exchange.fatal is not None:
+            raise exchange.fatal  # a message that could not be read ends the call with its status
 
     # -- repository --------------------------------------------------------------------------
 
@@ -405,7 +517,7 @@ class _Streaming:
     flight from its arrival to the next read (so a drain waits for answers, not for idle
     streams)."""
 
-    __slots__ = ("counted", "inflight", "raw", "stream")
+    __slots__ = ("counted", "fatal", "inflight", "raw", "stream")
 
     def __init__(
         self, stream: Stream[_wire.ModelInferRequest, _wire.Encoded], inflight: Inflight
@@ -414,10 +526,18 @@ class _Streaming:
         self.inflight = inflight
         self.raw = False
         self.counted = False
+        #: The error that ended the stream: no later message can be found after it.
+        self.fatal: errors.InferkitError | None = None
 
     async def receive(self, call: Call) -> InferenceRequest | None:
         self.idle()
-        message = await _recv(self.stream)
+        try:
+            message = await _recv(self.stream)
+        except _Unreadable as exc:
+            # Not one message's error (those are answered and the stream goes on): the stream
+            # stops here, and the handler ends the call with this error's status.
+            self.fatal = exc
+            raise ClientGone from None
         if message is None:
             return None
         self.inflight.enter()
