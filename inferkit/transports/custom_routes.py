@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,7 +31,7 @@ from .. import errors
 from ..handlers import HandlerRoute
 from ..server import Server
 from ..types import encode_json
-from .infer_endpoint import BodyReader, error_parts, scope_headers
+from .infer_endpoint import BodyReader, ClientGone, error_parts, scope_headers
 
 __all__ = ["CustomRoutes", "v2_route_check"]
 
@@ -76,6 +76,10 @@ class CustomRoutes:
             return Response(encode_json(result), media_type="application/json")
         except errors.InferkitError as exc:
             return _error(exc)
+        except (ClientGone, ClientDisconnect):
+            # The client left mid-body (inferkit's reader, or Starlette's Request.body()):
+            # nobody reads this answer; 499 is nginx's "client closed request".
+            return Response(status_code=499)
         except Exception:
             log.exception(
                 "Custom handler %s %s of %s failed", route.method, route.path, route.owner
@@ -147,6 +151,8 @@ def _decode(raw: bytes, wanted: Any) -> Any:
         return msgspec.json.decode(raw, type=wanted)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise errors.InvalidRequest(str(exc)) from None
+    except RecursionError:  # msgspec recurses into nested arrays and objects
+        raise errors.InvalidRequest("Invalid JSON: nested too deeply") from None
     except TypeError:  # an annotation msgspec cannot decode into: take the plain JSON
         return _decode(raw, Any)
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -29,9 +30,10 @@ from .. import errors
 from ..pipeline import Call, ClientGone
 from ..server import Server
 from ..types import InferenceRequest, InferenceResponse, encode_json
-from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
+from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response, header_length
 
 __all__ = [
+    "CLIENT_GONE",
     "STATUS",
     "BodyReader",
     "ClientGone",
@@ -54,6 +56,7 @@ STATUS: dict[type[Exception], int] = {
     errors.UnsupportedDatatype: 400,
     errors.OutputNotFound: 400,
     errors.PayloadTooLarge: 413,
+    errors.RequestTimeout: 408,
     errors.ModelNotFound: 404,
     # V2: a model that exists but cannot serve is a client-side condition (Triton answers 400).
     errors.ModelNotReady: 400,
@@ -64,6 +67,10 @@ STATUS: dict[type[Exception], int] = {
     errors.ShuttingDown: 503,
     errors.SettingsError: 500,
 }
+
+#: The status recorded for a client that disconnected before its answer (nginx's 499,
+#: "client closed request"): nothing is sent, and metrics count it apart from server errors.
+CLIENT_GONE = "499"
 
 #: Seconds a client should wait before retrying a retryable error (``Retry-After``).
 RETRY_AFTER_S = 1
@@ -92,23 +99,50 @@ def error_parts(exc: errors.InferkitError) -> tuple[int, bytes, Headers]:
     """Status, ``{"error": message, "code": CODE}`` body and headers of an error answer."""
     body = error_body(exc)
     headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+    if isinstance(exc, errors.PayloadTooLarge | errors.RequestTimeout):
+        # The rest of the body is not read: the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
     if exc.retryable:
         headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
     return status_for(exc), body, headers
 
 
 class BodyReader:
-    """Reads a request body from ASGI ``receive``, refusing it with 413 past ``limit`` bytes."""
+    """Reads a request body from ASGI ``receive``: 413 past ``limit`` bytes, 408 past
+    ``timeout`` seconds (``None``: no time limit).
 
-    def __init__(self, limit: int) -> None:
+    A body over the limit is refused as soon as that is known, from ``Content-Length`` before
+    anything is read, and nothing more is read: the server sends the 413 and closes the
+    connection. (Clients read an answer that arrives while they send; httpx, urllib3, curl
+    and geventhttpclient all report the 413.)
+    """
+
+    def __init__(self, limit: int, timeout: float | None = None) -> None:
         self.limit = limit
+        self.timeout = timeout
 
     async def read(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        """The whole body (inflated when gzip/deflate encoded), or PayloadTooLarge/ClientGone."""
+        """The whole body (inflated when gzip/deflate encoded), or
+        PayloadTooLarge/RequestTimeout/ClientGone."""
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._discard(receive)
+        if declared is not None and _over(declared, self.limit):
             raise self._too_large()
+        if self.timeout is None:
+            body = await self._receive(receive)
+        else:
+            try:
+                body = await _within(self._receive(receive), self.timeout)
+            except TimeoutError:
+                raise errors.RequestTimeout(
+                    f"The request body did not arrive within {self.timeout:g} seconds "
+                    "(request_body_timeout)"
+                ) from None
+        encoding = headers.get("content-encoding")
+        if encoding is not None and encoding.lower() in ("gzip", "deflate"):
+            body = self._inflate(body, encoding.lower())
+        return body
+
+    async def _receive(self, receive: Receive) -> bytes:
         message = await receive()
         body = self._chunk(message)
         if message.get("more_body", False):
@@ -121,16 +155,12 @@ class BodyReader:
                 chunk = self._chunk(message)
                 size += len(chunk)
                 if size > self.limit:
-                    await self._discard(receive)
                     raise self._too_large()
                 chunks.append(chunk)
                 more = message.get("more_body", False)
             body = b"".join(chunks)
         elif len(body) > self.limit:
             raise self._too_large()
-        encoding = headers.get("content-encoding")
-        if encoding is not None and encoding.lower() in ("gzip", "deflate"):
-            body = self._inflate(body, encoding.lower())
         return body
 
     @staticmethod
@@ -140,30 +170,35 @@ class BodyReader:
         body: bytes = message.get("body", b"")
         return body
 
-    async def _discard(self, receive: Receive) -> None:
-        # Read (and drop) a bounded amount of what the client is still sending before the 413:
-        # closing a socket with unread data makes the kernel send a reset, which can destroy
-        # the response before the client reads it (nginx's "lingering close" is the same idea).
-        # Nothing is kept, and past another ``limit`` bytes the connection is simply dropped.
-        drained = 0
-        while drained <= self.limit:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            drained += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
     def _inflate(self, body: bytes, encoding: str) -> bytes:
-        # Bounded, so a small compressed body cannot expand past the limit (a "zip bomb").
-        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        try:
-            data = inflater.decompress(body, self.limit + 1)
-        except zlib.error:
-            raise errors.InvalidRequest(f"Body is not valid {encoding} data") from None
-        if len(data) > self.limit or inflater.unconsumed_tail:
-            raise self._too_large()
-        return data
+        if not body:
+            return body
+        # RFC 1952: a gzip body is a series of members (``cat a.gz b.gz``), inflated one after
+        # the other. Each must be whole, and nothing else may follow: a truncated body or one
+        # with junk after it is refused (as MLServer refuses it), not served as what inflated.
+        wbits = 31 if encoding == "gzip" else 15
+        parts: list[bytes] = []
+        size = 0
+        rest = body
+        while rest:
+            if parts and not (encoding == "gzip" and rest.startswith(b"\x1f\x8b")):
+                raise errors.InvalidRequest(
+                    f"Unexpected {len(rest)} bytes after the {encoding} data"
+                )
+            inflater = zlib.decompressobj(wbits=wbits)
+            try:
+                # Bounded, so a small compressed body cannot expand past the limit (a "zip bomb").
+                data = inflater.decompress(rest, self.limit + 1 - size)
+            except zlib.error:
+                raise errors.InvalidRequest(f"Body is not valid {encoding} data") from None
+            size += len(data)
+            if size > self.limit or inflater.unconsumed_tail:
+                raise self._too_large()
+            if not inflater.eof:
+                raise errors.InvalidRequest(f"Body is truncated {encoding} data")
+            parts.append(data)
+            rest = inflater.unused_data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _too_large(self) -> errors.PayloadTooLarge:
         return errors.PayloadTooLarge(
@@ -171,10 +206,38 @@ class BodyReader:
         )
 
 
+def _over(declared: str, limit: int) -> bool:
+    # Only ASCII digits are a length (str.isdigit takes "²", which int() refuses), and a value
+    # longer than any limit's digits is over it without converting it (int() refuses more
+    # than 4300 digits). Anything else is left to the server in front, which frames the body.
+    if not (declared.isascii() and declared.isdigit()):
+        return False
+    return len(declared) > len(str(limit)) or int(declared) > limit
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(read: Coroutine[Any, Any, bytes], seconds: float) -> bytes:
+        async with asyncio.timeout(seconds):  # one timer; no task as wait_for makes on 3.11
+            return await read
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(read: Coroutine[Any, Any, bytes], seconds: float) -> bytes:
+        try:
+            return await asyncio.wait_for(read, seconds)
+        except asyncio.TimeoutError:  # not yet the builtin TimeoutError on 3.10
+            raise TimeoutError from None
+
+
 def decode(decoder: Callable[[bytes], Any], body: bytes) -> Any:
     """Decode a JSON body, msgspec's errors turned into INVALID_REQUEST."""
     try:
         return decoder(body)
+    except RecursionError:
+        # msgspec decodes nested arrays and objects recursively: past the interpreter's
+        # recursion limit (about a thousand levels), the body is refused, not a crash.
+        raise errors.InvalidRequest("Invalid JSON: nested too deeply") from None
     except msgspec.ValidationError as exc:
         raise errors.InvalidRequest(str(exc)) from None
     except msgspec.DecodeError as exc:
@@ -196,9 +259,9 @@ class InferEndpoint:
     endpoint's exchange reads the body and writes the answer.
     """
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(self, server: Server, reader: BodyReader) -> None:
         self.server = server
-        self.reader = BodyReader(max_request_size)
+        self.reader = reader
         self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
 
     def for_route(self, route: str) -> Any:
@@ -208,11 +271,19 @@ class InferEndpoint:
     async def payload(self, receive: Receive, headers: dict[str, str]) -> InferenceRequest:
         """Read and decode a request body: JSON, or JSON + binary tensors (Triton's extension)."""
         body = await self.reader.read(receive, headers)
-        header_length = headers.get(HEADER_LENGTH)
-        if header_length is None:
+        declared = headers.get(HEADER_LENGTH)
+        if declared is None:
             payload: InferenceRequest = decode(self._decode_request, body)
             return payload
-        return decode_binary_request(body, _int_header(header_length), self._decode_json_part)
+        return decode_binary_request(body, header_length(declared), self._decode_json_part)
+
+    async def read(self, call: Call, receive: Receive, headers: dict[str, str]) -> InferenceRequest:
+        """:meth:`payload`, recording a client that left mid-body as status 499 (nginx's)."""
+        try:
+            return await self.payload(receive, headers)
+        except ClientGone:
+            call.status = CLIENT_GONE
+            raise
 
     def _decode_json_part(self, data: bytes) -> InferenceRequest:
         payload: InferenceRequest = decode(self._decode_request, data)
@@ -279,7 +350,7 @@ class _Exchange(_Body):
     payload: InferenceRequest
 
     async def receive(self, call: Call) -> InferenceRequest | None:
-        self.payload = await self.endpoint.payload(self.receive_, self.headers)
+        self.payload = await self.endpoint.read(call, self.receive_, self.headers)
         return self.payload
 
     async def send(self, call: Call, response: InferenceResponse) -> None:
@@ -359,7 +430,7 @@ class _EventStream(_Body):
         if self.read:
             return None  # one request per REST stream
         self.read = True
-        payload = await self.endpoint.payload(self.receive_, self.headers)
+        payload = await self.endpoint.read(call, self.receive_, self.headers)
         task = asyncio.current_task()
         assert task is not None
         # With the body read, the next thing ASGI can tell is the client leaving.
@@ -413,14 +484,6 @@ class _EventStream(_Body):
 async def _closed(message: Message) -> None:
     # A stream refused before its first event was answered whole; nothing more goes out.
     return None
-
-
-def _int_header(value: str) -> int:
-    if not value.isdigit():
-        raise errors.InvalidRequest(
-            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
-        )
-    return int(value)
 
 
 def _answer(

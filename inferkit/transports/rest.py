@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import errors
+from ..logs import escape_for_log
 from ..server import Server
 from ..settings import Settings
 from ..types import RepositoryIndexRequest, encode_json
@@ -34,6 +35,7 @@ from .custom_routes import CustomRoutes, v2_route_check
 from .infer_endpoint import (
     STATUS,
     BodyReader,
+    ClientGone,
     InferEndpoint,
     StreamEndpoint,
     decode,
@@ -65,8 +67,12 @@ def _guard(handler: Handler) -> Handler:
             return await handler(request)
         except errors.InferkitError as exc:
             return error_response(exc)
+        except ClientGone:
+            return _gone()
         except Exception:
-            log.exception("Unexpected error on %s %s", request.method, request.url.path)
+            log.exception(
+                "Unexpected error on %s %s", request.method, escape_for_log(request.url.path)
+            )
             return error_response(errors.InferkitError("Internal server error"))
 
     return guarded
@@ -80,7 +86,7 @@ def create_rest_app(server: Server, settings: Settings | None = None) -> Starlet
     (:mod:`inferkit.transports.tracing`) traces every transport.
     """
     settings = settings if settings is not None else server.settings
-    api = _Api(server, settings.max_request_size)
+    api = _Api(server, settings)
     app = Starlette(routes=api.routes(), middleware=_middleware(settings))
     # The models' custom handlers (``@custom_handler``) come and go with the models: the
     # router tries them when no V2 route matched, and a model may not take a V2 route's path.
@@ -96,7 +102,7 @@ def reserve_rest_paths(server: Server, settings: Settings | None = None) -> None
     ``server.start()`` when the app is made after the models load (the runner does).
     """
     settings = settings if settings is not None else server.settings
-    routes = _Api(server, settings.max_request_size).routes()
+    routes = _Api(server, settings).routes()
     if settings.metrics_endpoint and settings.metrics_on_http_port:
         # The runner adds the metrics route to the app later; its path is taken too.
         routes.append(Route(settings.metrics_endpoint, _probe_route, methods=["GET"]))
@@ -152,10 +158,10 @@ class _GzipIfAccepted:
 class _Api:
     """The route handlers, bound to one server."""
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(self, server: Server, settings: Settings) -> None:
         self.server = server
-        self.reader = BodyReader(max_request_size)
-        self.infer = InferEndpoint(server, max_request_size)
+        self.reader = BodyReader(settings.max_request_size, settings.request_body_timeout)
+        self.infer = InferEndpoint(server, self.reader)
         self.stream = StreamEndpoint(self.infer)
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
 
@@ -232,6 +238,12 @@ class _Api:
 def _model(request: Request) -> tuple[str, str | None]:
     params = request.path_params
     return params["name"], params.get("version")
+
+
+def _gone() -> Response:
+    # The client left before the request was read: nobody reads this, and the status is
+    # nginx's "client closed request", which the request metrics count apart from errors.
+    return Response(status_code=499)
 
 
 def _probe(ok: bool) -> Response:
