@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -304,10 +305,13 @@ async def test_a_client_gone_mid_body_is_counted_as_499_not_500() -> None:
 
 
 async def test_a_client_gone_mid_body_logs_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="inferkit.access")
     server = Server([sum_model()])
     await server.start()
     app = create_rest_app(server)
     for path in (INFER, "/v2/repository/index"):
         await run(app, path, {}, Channel([body_part(b"{")], then="disconnect"))
     assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+    (access,) = [r for r in caplog.records if r.name == "inferkit.access"]
+    assert access.__dict__["status"] == 499
     await server.stop()
