@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
-import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,6 +29,7 @@ from ..pipeline import Call, ClientGone
 from ..server import Server
 from ..types import InferenceRequest, InferenceResponse, encode_json
 from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response, header_length
+from .body import BodyReader
 
 __all__ = [
     "CLIENT_GONE",
@@ -105,129 +104,6 @@ def error_parts(exc: errors.InferkitError) -> tuple[int, bytes, Headers]:
     if exc.retryable:
         headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
     return status_for(exc), body, headers
-
-
-class BodyReader:
-    """Reads a request body from ASGI ``receive``: 413 past ``limit`` bytes, 408 past
-    ``timeout`` seconds (``None``: no time limit).
-
-    A body over the limit is refused as soon as that is known, from ``Content-Length`` before
-    anything is read, and nothing more is read: the server sends the 413 and closes the
-    connection. (Clients read an answer that arrives while they send; httpx, urllib3, curl
-    and geventhttpclient all report the 413.)
-    """
-
-    def __init__(self, limit: int, timeout: float | None = None) -> None:
-        self.limit = limit
-        self.timeout = timeout
-
-    async def read(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        """The whole body (inflated when gzip/deflate encoded), or
-        PayloadTooLarge/RequestTimeout/ClientGone."""
-        declared = headers.get("content-length")
-        if declared is not None and _over(declared, self.limit):
-            raise self._too_large()
-        if self.timeout is None:
-            body = await self._receive(receive)
-        else:
-            try:
-                body = await _within(self._receive(receive), self.timeout)
-            except TimeoutError:
-                raise errors.RequestTimeout(
-                    f"The request body did not arrive within {self.timeout:g} seconds "
-                    "(request_body_timeout)"
-                ) from None
-        encoding = headers.get("content-encoding")
-        if encoding is not None and encoding.lower() in ("gzip", "deflate"):
-            body = self._inflate(body, encoding.lower())
-        return body
-
-    async def _receive(self, receive: Receive) -> bytes:
-        message = await receive()
-        body = self._chunk(message)
-        if message.get("more_body", False):
-            # Most bodies arrive in one message; only longer ones pay for the list and join.
-            chunks = [body]
-            size = len(body)
-            more = True
-            while more:
-                message = await receive()
-                chunk = self._chunk(message)
-                size += len(chunk)
-                if size > self.limit:
-                    raise self._too_large()
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = b"".join(chunks)
-        elif len(body) > self.limit:
-            raise self._too_large()
-        return body
-
-    @staticmethod
-    def _chunk(message: Message) -> bytes:
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        body: bytes = message.get("body", b"")
-        return body
-
-    def _inflate(self, body: bytes, encoding: str) -> bytes:
-        if not body:
-            return body
-        # RFC 1952: a gzip body is a series of members (``cat a.gz b.gz``), inflated one after
-        # the other. Each must be whole, and nothing else may follow: a truncated body or one
-        # with junk after it is refused (as MLServer refuses it), not served as what inflated.
-        wbits = 31 if encoding == "gzip" else 15
-        parts: list[bytes] = []
-        size = 0
-        rest = body
-        while rest:
-            if parts and not (encoding == "gzip" and rest.startswith(b"\x1f\x8b")):
-                raise errors.InvalidRequest(
-                    f"Unexpected {len(rest)} bytes after the {encoding} data"
-                )
-            inflater = zlib.decompressobj(wbits=wbits)
-            try:
-                # Bounded, so a small compressed body cannot expand past the limit (a "zip bomb").
-                data = inflater.decompress(rest, self.limit + 1 - size)
-            except zlib.error:
-                raise errors.InvalidRequest(f"Body is not valid {encoding} data") from None
-            size += len(data)
-            if size > self.limit or inflater.unconsumed_tail:
-                raise self._too_large()
-            if not inflater.eof:
-                raise errors.InvalidRequest(f"Body is truncated {encoding} data")
-            parts.append(data)
-            rest = inflater.unused_data
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _too_large(self) -> errors.PayloadTooLarge:
-        return errors.PayloadTooLarge(
-            f"Request body is larger than the limit of {self.limit} bytes (max_request_size)"
-        )
-
-
-def _over(declared: str, limit: int) -> bool:
-    # Only ASCII digits are a length (str.isdigit takes "²", which int() refuses), and a value
-    # longer than any limit's digits is over it without converting it (int() refuses more
-    # than 4300 digits). Anything else is left to the server in front, which frames the body.
-    if not (declared.isascii() and declared.isdigit()):
-        return False
-    return len(declared) > len(str(limit)) or int(declared) > limit
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(read: Coroutine[Any, Any, bytes], seconds: float) -> bytes:
-        async with asyncio.timeout(seconds):  # one timer; no task as wait_for makes on 3.11
-            return await read
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(read: Coroutine[Any, Any, bytes], seconds: float) -> bytes:
-        try:
-            return await asyncio.wait_for(read, seconds)
-        except asyncio.TimeoutError:  # not yet the builtin TimeoutError on 3.10
-            raise TimeoutError from None
 
 
 def decode(decoder: Callable[[bytes], Any], body: bytes) -> Any:

@@ -19,7 +19,8 @@ import msgspec
 import pytest
 from toymodels import sum_model
 
-from inferkit import Server, Settings
+from inferkit import Server, Settings, errors
+from inferkit.transports.body import BodyReader
 from inferkit.transports.metrics import create_metrics_app, instrument_rest_app
 from inferkit.transports.rest import create_rest_app
 
@@ -315,3 +316,22 @@ async def test_a_client_gone_mid_body_logs_no_error(caplog: pytest.LogCaptureFix
     (access,) = [r for r in caplog.records if r.name == "inferkit.access"]
     assert access.__dict__["status"] == 499
     await server.stop()
+
+
+async def test_the_body_timeout_watches_every_read_and_is_rearmed() -> None:
+    reader = BodyReader(1000, timeout=0.2)
+    for _ in range(2):  # the second round needs the timer armed again
+        stalled = asyncio.create_task(reader.read(Channel([]).receive, {}))
+        done = await reader.read(Channel([body_part(b"{}", more=False)]).receive, {})
+        assert done == b"{}"
+        with pytest.raises(errors.RequestTimeout):
+            await asyncio.wait_for(stalled, 30)
+
+
+async def test_a_read_cancelled_by_someone_else_stays_cancelled() -> None:
+    reader = BodyReader(1000, timeout=30)
+    read = asyncio.create_task(reader.read(Channel([]).receive, {}))
+    await asyncio.sleep(0)  # let it start waiting for the body
+    read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await read
