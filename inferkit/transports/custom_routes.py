@@ -33,7 +33,7 @@ from ..server import Server
 from ..types import encode_json
 from .infer_endpoint import BodyReader, ClientGone, error_parts, scope_headers
 
-__all__ = ["CustomRoutes", "v2_route_check"]
+__all__ = ["CustomRoutes", "NoAnswer", "v2_route_check"]
 
 log = logging.getLogger("inferkit.rest")
 
@@ -77,9 +77,8 @@ class CustomRoutes:
         except errors.InferkitError as exc:
             return _error(exc)
         except (ClientGone, ClientDisconnect):
-            # The client left mid-body (inferkit's reader, or Starlette's Request.body()):
-            # nobody reads this answer; 499 is nginx's "client closed request".
-            return Response(status_code=499)
+            # The client left mid-body (inferkit's reader, or Starlette's Request.body()).
+            return NoAnswer()
         except Exception:
             log.exception(
                 "Custom handler %s %s of %s failed", route.method, route.path, route.owner
@@ -109,6 +108,17 @@ class CustomRoutes:
             else:
                 raise errors.InvalidRequest(f"Object missing required field `{param.name}`")
         return args
+
+
+class NoAnswer(Response):
+    """What a handler returns for a client that disconnected: nothing is sent, as nobody is
+    left to read it (the REST request metrics count the request as nginx's 499)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
 
 
 def v2_route_check(routes: Sequence[BaseRoute]) -> Callable[[HandlerRoute], str]:

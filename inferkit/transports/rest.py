@@ -31,7 +31,7 @@ from ..logs import escape_for_log
 from ..server import Server
 from ..settings import Settings
 from ..types import RepositoryIndexRequest, encode_json
-from .custom_routes import CustomRoutes, v2_route_check
+from .custom_routes import CustomRoutes, NoAnswer, v2_route_check
 from .infer_endpoint import (
     STATUS,
     BodyReader,
@@ -68,7 +68,7 @@ def _guard(handler: Handler) -> Handler:
         except errors.InferkitError as exc:
             return error_response(exc)
         except ClientGone:
-            return _gone()
+            return NoAnswer()
         except Exception:
             log.exception(
                 "Unexpected error on %s %s", request.method, escape_for_log(request.url.path)
@@ -238,12 +238,6 @@ class _Api:
 def _model(request: Request) -> tuple[str, str | None]:
     params = request.path_params
     return params["name"], params.get("version")
-
-
-def _gone() -> Response:
-    # The client left before the request was read: nobody reads this, and the status is
-    # nginx's "client closed request", which the request metrics count apart from errors.
-    return Response(status_code=499)
 
 
 def _probe(ok: bool) -> Response:
