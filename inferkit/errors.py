@@ -28,6 +28,7 @@ __all__ = [
     "PermissionDenied",
     "QueueFull",
     "RepositoryReadOnly",
+    "RequestTimeout",
     "SettingsError",
     "ShuttingDown",
     "Unauthenticated",
@@ -104,6 +105,12 @@ class PayloadTooLarge(InvalidRequest):
     """The request body or message is larger than the configured limit."""
 
     code = "PAYLOAD_TOO_LARGE"
+
+
+class RequestTimeout(InvalidRequest):
+    """The request's body did not arrive in time (a client that stalls or trickles it)."""
+
+    code = "REQUEST_TIMEOUT"
 
 
 class ModelNotFound(InferkitError):

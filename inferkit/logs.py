@@ -7,6 +7,7 @@ embeds inferkit configures logging its own way and the ``inferkit`` loggers simp
 Every inference request answered over REST (and gRPC, when it calls :func:`log_access`) logs
 one line on ``inferkit.access`` at INFO, with the request id, model, version, status and
 duration; in JSON mode they are separate fields. Set that logger to WARNING to silence it.
+Values a client chose are escaped (:func:`escape_for_log`), so none can forge a line.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from .errors import SettingsError
 from .events import Event, InferenceFinished
 from .settings import Settings
 
-__all__ = ["ACCESS_LOGGER", "JsonFormatter", "access_listener", "configure_logging", "log_access"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "JsonFormatter",
+    "access_listener",
+    "configure_logging",
+    "escape_for_log",
+    "log_access",
+]
 
 #: The logger of the access lines.
 ACCESS_LOGGER = "inferkit.access"
@@ -40,6 +48,30 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)._
 }
 
 _access = logging.getLogger(ACCESS_LOGGER)
+
+
+def escape_for_log(value: str) -> str:
+    """``value`` with what could forge or garble a log line escaped: control characters
+    (newlines, carriage returns, ANSI escapes), every other unprintable character, and the
+    backslash, so that an escape in the log always means one the server made.
+
+    For values a client chose (a URL path, a request id, a model name): ``\\n`` becomes
+    ``\\x0a``, as nginx writes them. Printable text, non-ASCII letters included, is kept.
+    """
+    if value.isprintable() and "\\" not in value:
+        return value  # the common case, checked in C
+    return "".join(_escape_char(c) for c in value)
+
+
+def _escape_char(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -126,6 +158,11 @@ def log_access(
     """Log one access line (a no-op unless ``inferkit.access`` is enabled for INFO)."""
     if not _access.isEnabledFor(logging.INFO):
         return
+    # Every value but the duration may come from the client: escaped, none can start a line.
+    method, path, request_id = map(escape_for_log, (method, path, request_id))
+    model, version = escape_for_log(model), escape_for_log(version)
+    if isinstance(status, str):
+        status = escape_for_log(status)
     duration_ms = round(duration_s * 1000, 3)
     _access.info(
         "%s %s %s %.3fms request_id=%s model=%s version=%s",

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from .errors import InferkitError, InvalidRequest
 from .events import Event, InferenceFinished, Listener
+from .logs import escape_for_log
 from .types import InferenceRequest, InferenceResponse
 
 __all__ = ["UNEXPECTED", "Call", "CallHook", "ClientGone", "Exchange", "Pipeline", "Refuse"]
@@ -357,7 +358,12 @@ class Pipeline:
         if not isinstance(exc, Exception):
             raise exc  # cancelled: the client or the server gave up on the call
         if not isinstance(exc, InferkitError):
-            log.error("Unexpected error answering %s %s", call.transport, call.path, exc_info=exc)
+            log.error(
+                "Unexpected error answering %s %s",
+                call.transport,
+                escape_for_log(call.path),
+                exc_info=exc,
+            )
             exc = InferkitError(UNEXPECTED)
         with contextlib.suppress(ClientGone):
             await exchange.send_error(call, exc)

@@ -86,6 +86,10 @@ class Settings(msgspec.Struct, kw_only=True, omit_defaults=True):
     repository_read_only: bool = False
     #: Largest REST request body in bytes; larger bodies get 413 before they are read whole.
     max_request_size: int = 100 * 1024 * 1024
+    #: Seconds a REST request body may take to arrive once its headers have; a client still
+    #: sending past it (a stalled or trickled body, "slow loris") gets 408 and the connection
+    #: is closed. None: no limit. Raise it for very large bodies over slow links.
+    request_body_timeout: float | None = 60.0
     cors_settings: CORSSettings | None = None
     gzip_enabled: bool = True
     metrics_endpoint: str | None = "/metrics"

@@ -14,7 +14,7 @@ import pytest
 from toymodels import sum_model
 
 from inferkit import Server, Settings, errors
-from inferkit.logs import configure_logging, log_access
+from inferkit.logs import configure_logging, escape_for_log, log_access
 from inferkit.transports.rest import create_rest_app
 
 BODY = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
@@ -240,3 +240,65 @@ def test_access_log_setting(enabled: bool) -> None:
     lines = stream.getvalue().splitlines()
     assert any("POST /v2/models/m/infer 200" in line for line in lines) is enabled
     assert any("still logged" in line for line in lines)
+
+
+# -- #16.2: values a client chose cannot forge log lines ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [
+        ("plain-id_1.2", "plain-id_1.2"),
+        ("é模型", "é模型"),  # printable non-ASCII is kept
+        ("a\nFAKE", "a\\x0aFAKE"),
+        ("a\r\nb", "a\\x0d\\x0ab"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("\x85\u2028\u2029", "\\x85\\u2028\\u2029"),  # NEL and Unicode line separators
+        ("a\\x0ab", "a\\\\x0ab"),  # a literal backslash cannot pass for an escape
+    ],
+)
+def test_escape_for_log(value: str, escaped: str) -> None:
+    assert escape_for_log(value) == escaped
+    assert len(escape_for_log(value).splitlines()) <= 1
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_access_line_stays_one_line_whatever_the_client_sent() -> None:
+    def access() -> None:
+        log_access(
+            method="POST",
+            path="/v2/models/ev\nil/infer",
+            status=404,
+            duration_s=0.001,
+            request_id="r\n2026-12-06 00:00:00,000 [inferkit.access] INFO - forged",
+            model="ev\nil",
+            version="v\r1",
+        )
+
+    text = configured()
+    access()
+    (line,) = text.getvalue().splitlines()
+    assert line.endswith(
+        "POST /v2/models/ev\\x0ail/infer 404 1.000ms "
+        "request_id=r\\x0a2026-12-06 00:00:00,000 [inferkit.access] INFO - forged "
+        "model=ev\\x0ail version=v\\x0d1"
+    )
+    structured = configured(use_structured_logging=True)
+    access()
+    (line,) = structured.getvalue().splitlines()
+    entry = json.loads(line)
+    assert (entry["path"], entry["model"]) == ("/v2/models/ev\\x0ail/infer", "ev\\x0ail")
+
+
+async def test_rest_access_line_of_a_forging_request_is_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="inferkit.access")
+    await rest_call("/v2/models/su%0Am/infer", json=BODY)
+    await rest_call("/v2/models/sum/infer", json={**BODY, "id": "x\nFORGED"})
+    await rest_call("/v2/models/nope/infer", json=BODY, headers={"x-request-id": "p\x0bq"})
+    messages = [r.getMessage() for r in caplog.records if r.name == "inferkit.access"]
+    assert [len(m.splitlines()) for m in messages] == [1, 1, 1]
+    assert "model=su\\x0am" in messages[0] and "/v2/models/su\\x0am/infer" in messages[0]
+    assert "request_id=x\\x0aFORGED" in messages[1]
+    assert "request_id=p\\x0bq" in messages[2]

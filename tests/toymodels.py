@@ -37,6 +37,17 @@ def sum_model(name: str = "sum", version: str | None = None, **settings: Any) ->
     return SumModel(ModelSettings(name=name, parameters=params, **settings))
 
 
+class EchoModel(Model):
+    """Returns every input as an output of the same name, through the codecs both ways."""
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        outputs = [
+            encode_tensor(t.name, decode_tensor(t, f"$.inputs[{i}]"))
+            for i, t in enumerate(payload.inputs)
+        ]
+        return InferenceResponse(model_name=self.name, outputs=outputs)
+
+
 class FailingModel(Model):
     """Raises an unexpected exception carrying a secret in its text."""
 

@@ -20,10 +20,31 @@ from .. import codecs
 from ..errors import InvalidRequest
 from ..types import InferenceRequest, InferenceResponse, ResponseOutput, encode_json
 
-__all__ = ["HEADER_LENGTH", "decode_binary_request", "encode_binary_response"]
+__all__ = ["HEADER_LENGTH", "decode_binary_request", "encode_binary_response", "header_length"]
 
 #: The HTTP header that says where the JSON part of a body ends.
 HEADER_LENGTH = "inference-header-content-length"
+
+
+def header_length(value: str) -> int:
+    """The ``Inference-Header-Content-Length`` header's value as a number of bytes.
+
+    Only ASCII digits: ``str.isdigit`` also takes "²" and other scripts' digits, which are no
+    length, and ``int`` refuses strings of more than 4300 digits; neither may become a 500.
+    """
+    # More than 20 digits is past any body's size (and int() would refuse 4300).
+    if not (value.isascii() and value.isdigit()) or len(value) > 20:
+        raise InvalidRequest(
+            f"Inference-Header-Content-Length must be a non-negative integer, got {_shown(value)}"
+        )
+    return int(value)
+
+
+def _shown(value: str) -> str:
+    # A header may be kilobytes long: the message quotes its start.
+    if len(value) <= 20:
+        return repr(value)
+    return f"{value[:20] + '...'!r} ({len(value)} characters)"
 
 
 def decode_binary_request(body: bytes, header_length: int, decode: Any) -> InferenceRequest:

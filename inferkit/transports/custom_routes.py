@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,9 +31,9 @@ from .. import errors
 from ..handlers import HandlerRoute
 from ..server import Server
 from ..types import encode_json
-from .infer_endpoint import BodyReader, error_parts, scope_headers
+from .infer_endpoint import BodyReader, ClientGone, error_parts, scope_headers
 
-__all__ = ["CustomRoutes", "v2_route_check"]
+__all__ = ["CustomRoutes", "NoAnswer", "v2_route_check"]
 
 log = logging.getLogger("inferkit.rest")
 
@@ -76,6 +76,9 @@ class CustomRoutes:
             return Response(encode_json(result), media_type="application/json")
         except errors.InferkitError as exc:
             return _error(exc)
+        except (ClientGone, ClientDisconnect):
+            # The client left mid-body (inferkit's reader, or Starlette's Request.body()).
+            return NoAnswer()
         except Exception:
             log.exception(
                 "Custom handler %s %s of %s failed", route.method, route.path, route.owner
@@ -105,6 +108,17 @@ class CustomRoutes:
             else:
                 raise errors.InvalidRequest(f"Object missing required field `{param.name}`")
         return args
+
+
+class NoAnswer(Response):
+    """What a handler returns for a client that disconnected: nothing is sent, as nobody is
+    left to read it (the REST request metrics count the request as nginx's 499)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
 
 
 def v2_route_check(routes: Sequence[BaseRoute]) -> Callable[[HandlerRoute], str]:
@@ -147,6 +161,8 @@ def _decode(raw: bytes, wanted: Any) -> Any:
         return msgspec.json.decode(raw, type=wanted)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise errors.InvalidRequest(str(exc)) from None
+    except RecursionError:  # msgspec recurses into nested arrays and objects
+        raise errors.InvalidRequest("Invalid JSON: nested too deeply") from None
     except TypeError:  # an annotation msgspec cannot decode into: take the plain JSON
         return _decode(raw, Any)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -29,9 +28,11 @@ from .. import errors
 from ..pipeline import Call, ClientGone
 from ..server import Server
 from ..types import InferenceRequest, InferenceResponse, encode_json
-from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response
+from .binary import HEADER_LENGTH, decode_binary_request, encode_binary_response, header_length
+from .body import BodyReader
 
 __all__ = [
+    "CLIENT_GONE",
     "STATUS",
     "BodyReader",
     "ClientGone",
@@ -54,6 +55,7 @@ STATUS: dict[type[Exception], int] = {
     errors.UnsupportedDatatype: 400,
     errors.OutputNotFound: 400,
     errors.PayloadTooLarge: 413,
+    errors.RequestTimeout: 408,
     errors.ModelNotFound: 404,
     # V2: a model that exists but cannot serve is a client-side condition (Triton answers 400).
     errors.ModelNotReady: 400,
@@ -68,6 +70,10 @@ STATUS: dict[type[Exception], int] = {
     errors.PermissionDenied: 403,
     errors.RepositoryReadOnly: 403,
 }
+
+#: The status recorded for a client that disconnected before its answer (nginx's 499,
+#: "client closed request"): nothing is sent, and metrics count it apart from server errors.
+CLIENT_GONE = "499"
 
 #: Seconds a client should wait before retrying a retryable error (``Retry-After``).
 RETRY_AFTER_S = 1
@@ -96,89 +102,22 @@ def error_parts(exc: errors.InferkitError) -> tuple[int, bytes, Headers]:
     """Status, ``{"error": message, "code": CODE}`` body and headers of an error answer."""
     body = error_body(exc)
     headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
+    if isinstance(exc, errors.PayloadTooLarge | errors.RequestTimeout):
+        # The rest of the body is not read: the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
     if exc.retryable:
         headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
     return status_for(exc), body, headers
-
-
-class BodyReader:
-    """Reads a request body from ASGI ``receive``, refusing it with 413 past ``limit`` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-
-    async def read(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        """The whole body (inflated when gzip/deflate encoded), or PayloadTooLarge/ClientGone."""
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._discard(receive)
-            raise self._too_large()
-        message = await receive()
-        body = self._chunk(message)
-        if message.get("more_body", False):
-            # Most bodies arrive in one message; only longer ones pay for the list and join.
-            chunks = [body]
-            size = len(body)
-            more = True
-            while more:
-                message = await receive()
-                chunk = self._chunk(message)
-                size += len(chunk)
-                if size > self.limit:
-                    await self._discard(receive)
-                    raise self._too_large()
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = b"".join(chunks)
-        elif len(body) > self.limit:
-            raise self._too_large()
-        encoding = headers.get("content-encoding")
-        if encoding is not None and encoding.lower() in ("gzip", "deflate"):
-            body = self._inflate(body, encoding.lower())
-        return body
-
-    @staticmethod
-    def _chunk(message: Message) -> bytes:
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        body: bytes = message.get("body", b"")
-        return body
-
-    async def _discard(self, receive: Receive) -> None:
-        # Read (and drop) a bounded amount of what the client is still sending before the 413:
-        # closing a socket with unread data makes the kernel send a reset, which can destroy
-        # the response before the client reads it (nginx's "lingering close" is the same idea).
-        # Nothing is kept, and past another ``limit`` bytes the connection is simply dropped.
-        drained = 0
-        while drained <= self.limit:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            drained += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-    def _inflate(self, body: bytes, encoding: str) -> bytes:
-        # Bounded, so a small compressed body cannot expand past the limit (a "zip bomb").
-        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        try:
-            data = inflater.decompress(body, self.limit + 1)
-        except zlib.error:
-            raise errors.InvalidRequest(f"Body is not valid {encoding} data") from None
-        if len(data) > self.limit or inflater.unconsumed_tail:
-            raise self._too_large()
-        return data
-
-    def _too_large(self) -> errors.PayloadTooLarge:
-        return errors.PayloadTooLarge(
-            f"Request body is larger than the limit of {self.limit} bytes (max_request_size)"
-        )
 
 
 def decode(decoder: Callable[[bytes], Any], body: bytes) -> Any:
     """Decode a JSON body, msgspec's errors turned into INVALID_REQUEST."""
     try:
         return decoder(body)
+    except RecursionError:
+        # msgspec decodes nested arrays and objects recursively: past the interpreter's
+        # recursion limit (about a thousand levels), the body is refused, not a crash.
+        raise errors.InvalidRequest("Invalid JSON: nested too deeply") from None
     except msgspec.ValidationError as exc:
         raise errors.InvalidRequest(str(exc)) from None
     except msgspec.DecodeError as exc:
@@ -200,9 +139,9 @@ class InferEndpoint:
     endpoint's exchange reads the body and writes the answer.
     """
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(self, server: Server, reader: BodyReader) -> None:
         self.server = server
-        self.reader = BodyReader(max_request_size)
+        self.reader = reader
         self._decode_request = msgspec.json.Decoder(InferenceRequest).decode
 
     def for_route(self, route: str) -> Any:
@@ -212,11 +151,19 @@ class InferEndpoint:
     async def payload(self, receive: Receive, headers: dict[str, str]) -> InferenceRequest:
         """Read and decode a request body: JSON, or JSON + binary tensors (Triton's extension)."""
         body = await self.reader.read(receive, headers)
-        header_length = headers.get(HEADER_LENGTH)
-        if header_length is None:
+        declared = headers.get(HEADER_LENGTH)
+        if declared is None:
             payload: InferenceRequest = decode(self._decode_request, body)
             return payload
-        return decode_binary_request(body, _int_header(header_length), self._decode_json_part)
+        return decode_binary_request(body, header_length(declared), self._decode_json_part)
+
+    async def read(self, call: Call, receive: Receive, headers: dict[str, str]) -> InferenceRequest:
+        """:meth:`payload`, recording a client that left mid-body as status 499 (nginx's)."""
+        try:
+            return await self.payload(receive, headers)
+        except ClientGone:
+            call.status = CLIENT_GONE
+            raise
 
     def _decode_json_part(self, data: bytes) -> InferenceRequest:
         payload: InferenceRequest = decode(self._decode_request, data)
@@ -283,7 +230,7 @@ class _Exchange(_Body):
     payload: InferenceRequest
 
     async def receive(self, call: Call) -> InferenceRequest | None:
-        self.payload = await self.endpoint.payload(self.receive_, self.headers)
+        self.payload = await self.endpoint.read(call, self.receive_, self.headers)
         return self.payload
 
     async def send(self, call: Call, response: InferenceResponse) -> None:
@@ -363,7 +310,7 @@ class _EventStream(_Body):
         if self.read:
             return None  # one request per REST stream
         self.read = True
-        payload = await self.endpoint.payload(self.receive_, self.headers)
+        payload = await self.endpoint.read(call, self.receive_, self.headers)
         task = asyncio.current_task()
         assert task is not None
         # With the body read, the next thing ASGI can tell is the client leaving.
@@ -417,14 +364,6 @@ class _EventStream(_Body):
 async def _closed(message: Message) -> None:
     # A stream refused before its first event was answered whole; nothing more goes out.
     return None
-
-
-def _int_header(value: str) -> int:
-    if not value.isdigit():
-        raise errors.InvalidRequest(
-            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
-        )
-    return int(value)
 
 
 def _answer(

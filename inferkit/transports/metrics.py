@@ -60,6 +60,9 @@ log = logging.getLogger("inferkit.metrics")
 
 _MODEL = ("model", "version")
 
+#: The status of a REST request whose client disconnected before it was answered (nginx's).
+_CLIENT_GONE = 499
+
 # Rows per batch: powers of two up to well past any ``max_batch_size`` seen in practice.
 _BATCH_BUCKETS = tuple(float(2**i) for i in range(11))
 
@@ -294,7 +297,9 @@ def instrument_rest_app(
     ``inferkit_rest_request_duration_seconds{route,method,status}`` and
     ``inferkit_requests_in_flight{transport="rest"}``. ``route`` is the route's template
     (``/v2/models/{name}/infer``), never the raw path, so model names cannot explode the
-    number of series; requests that match no route get ``route="unmatched"``.
+    number of series; requests that match no route get ``route="unmatched"``. A client that
+    disconnects before its answer (mid-body, say) is counted as ``status="499"`` (nginx's
+    "client closed request"), apart from the server's errors.
 
     With ``metrics_compat = "mlserver"`` (settings default to the server's) the requests are
     also recorded under MLServer's names (see :class:`_MLServerRestMetrics`).
@@ -310,17 +315,28 @@ def instrument_rest_app(
             await app(scope, receive, send)
             return
         status = 500  # if the app fails before answering, the server answers 500
+        answered = False
         started = requests.started()
         compat = mlserver is not None and mlserver.started(scope)
 
-        async def send_status(message: Message) -> None:
+        async def receive_status() -> Message:
             nonlocal status
-            if message["type"] == "http.response.start":
+            message = await receive()
+            if message["type"] == "http.disconnect" and not answered:
+                # The client left before its answer (mid-body, say): not a server error to
+                # alert on. Counted apart, as nginx's 499, whatever the app does next.
+                status = _CLIENT_GONE
+            return message
+
+        async def send_status(message: Message) -> None:
+            nonlocal status, answered
+            if message["type"] == "http.response.start" and status != _CLIENT_GONE:
                 status = message["status"]
+                answered = True
             await send(message)
 
         try:
-            await app(scope, receive, send_status)
+            await app(scope, receive_status, send_status)
         finally:
             # The router records the matched route in the scope (starlette >= 0.41).
             route = getattr(scope.get("route"), "path", None)

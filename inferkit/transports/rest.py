@@ -28,13 +28,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import errors
 from ..auth import AccessPolicy
+from ..logs import escape_for_log
 from ..server import Server
 from ..settings import Settings
 from ..types import RepositoryIndexRequest, encode_json
-from .custom_routes import CustomRoutes, v2_route_check
+from .custom_routes import CustomRoutes, NoAnswer, v2_route_check
 from .infer_endpoint import (
     STATUS,
     BodyReader,
+    ClientGone,
     InferEndpoint,
     StreamEndpoint,
     decode,
@@ -71,8 +73,12 @@ def _guard(handler: Handler) -> Handler:
             return await handler(request)
         except errors.InferkitError as exc:
             return error_response(exc)
+        except ClientGone:
+            return NoAnswer()
         except Exception:
-            log.exception("Unexpected error on %s %s", request.method, request.url.path)
+            log.exception(
+                "Unexpected error on %s %s", request.method, escape_for_log(request.url.path)
+            )
             return error_response(errors.InferkitError("Internal server error"))
 
     return guarded
@@ -86,7 +92,7 @@ def create_rest_app(server: Server, settings: Settings | None = None) -> Starlet
     (:mod:`inferkit.transports.tracing`) traces every transport.
     """
     settings = settings if settings is not None else server.settings
-    api = _Api(server, settings.max_request_size)
+    api = _Api(server, settings)
     app = _RestApp(api, routes=api.routes(), middleware=_middleware(settings))
     # The models' custom handlers (``@custom_handler``) come and go with the models: the
     # router tries them when no V2 route matched, and a model may not take a V2 route's path.
@@ -168,7 +174,7 @@ def reserve_rest_paths(server: Server, settings: Settings | None = None) -> None
     ``server.start()`` when the app is made after the models load (the runner does).
     """
     settings = settings if settings is not None else server.settings
-    routes = _Api(server, settings.max_request_size).routes()
+    routes = _Api(server, settings).routes()
     if settings.metrics_endpoint and settings.metrics_on_http_port:
         # The runner adds the metrics route to the app later; its path is taken too.
         routes.append(Route(settings.metrics_endpoint, _probe_route, methods=["GET"]))
@@ -238,10 +244,10 @@ class _GzipIfAccepted:
 class _Api:
     """The route handlers, bound to one server."""
 
-    def __init__(self, server: Server, max_request_size: int) -> None:
+    def __init__(self, server: Server, settings: Settings) -> None:
         self.server = server
-        self.reader = BodyReader(max_request_size)
-        self.infer = InferEndpoint(server, max_request_size)
+        self.reader = BodyReader(settings.max_request_size, settings.request_body_timeout)
+        self.infer = InferEndpoint(server, self.reader)
         self.stream = StreamEndpoint(self.infer)
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
 

@@ -34,6 +34,8 @@ STATUS: dict[type[Exception], Status] = {
     errors.OutputNotFound: Status.INVALID_ARGUMENT,
     # grpcio answers an oversize message with RESOURCE_EXHAUSTED; clients expect the same.
     errors.PayloadTooLarge: Status.RESOURCE_EXHAUSTED,
+    # REST's body read timeout; grpclib reads gRPC messages itself, so it never comes here.
+    errors.RequestTimeout: Status.DEADLINE_EXCEEDED,
     errors.ModelNotFound: Status.NOT_FOUND,
     # Triton answers a model version that exists but is not READY with UNAVAILABLE.
     errors.ModelNotReady: Status.UNAVAILABLE,
