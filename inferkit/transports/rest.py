@@ -56,6 +56,8 @@ _JSON = "application/json"
 _ALWAYS: frozenset[bytes] = frozenset({b"*"})
 #: Actions of the unary inference endpoint (``generate`` is MLServer's name for LLMs).
 _UNARY = ("infer", "generate")
+_MODEL = "/v2/models/{name}"
+_VERSIONED = "/v2/models/{name}/versions/{version}"
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -93,7 +95,7 @@ def create_rest_app(server: Server, settings: Settings | None = None) -> Starlet
     """
     settings = settings if settings is not None else server.settings
     api = _Api(server, settings)
-    app = _RestApp(api, routes=api.routes(), middleware=_middleware(settings))
+    app = _RestApp(routes=api.routes(), middleware=_middleware(settings))
     # The models' custom handlers (``@custom_handler``) come and go with the models: the
     # router tries them when no V2 route matched, and a model may not take a V2 route's path.
     app.router.default = CustomRoutes(server, api.reader, app.router.default)
@@ -113,9 +115,17 @@ class _RestApp(Starlette):
     embedding app, or a mount under a ``root_path``, takes the ordinary route.
     """
 
-    def __init__(self, api: _Api, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._direct = api.direct_routes()
+        # The router's own routes of the unary endpoint, by the path's tail: ``infer`` for
+        # ``/v2/models/{name}/infer``, ``versions/infer`` for the versioned path.
+        tails = {f"{_MODEL}/{action}": action for action in _UNARY}
+        tails.update({f"{_VERSIONED}/{action}": f"versions/{action}" for action in _UNARY})
+        self._direct = {
+            tails[route.path]: route
+            for route in self.router.routes
+            if isinstance(route, Route) and route.path in tails
+        }
         # The header names our middlewares act on, found at the first request (when no
         # middleware can be added any more); _ALWAYS when other middleware is there.
         self._acting: frozenset[bytes] | None = None
@@ -139,12 +149,14 @@ class _RestApp(Starlette):
             key, params = f"versions/{parts[6]}", {"name": parts[3], "version": parts[5]}
         else:
             return None
-        target = self._direct.get(key)
-        if target is None or not self._untouched(scope):
+        route = self._direct.get(key)
+        if route is None or not self._untouched(scope):
             return None
+        # What the router would have put in the scope (the REST metrics read the route).
         scope["path_params"] = params
-        scope["endpoint"] = target
-        return target
+        scope["endpoint"] = route.endpoint
+        scope["route"] = route
+        return route.app
 
     def _untouched(self, scope: Scope) -> bool:
         """Whether every middleware would pass this request through as it is."""
@@ -251,23 +263,8 @@ class _Api:
         self.stream = StreamEndpoint(self.infer)
         self._decode_index = msgspec.json.Decoder(RepositoryIndexRequest).decode
 
-    def direct_routes(self) -> dict[str, ASGIApp]:
-        """The endpoints :class:`_RestApp` may call directly, by the path's tail: ``infer`` for
-        ``/v2/models/{name}/infer``, ``versions/infer`` for the versioned path. Each is the
-        same endpoint, named by the same route template, as the router's."""
-        model = "/v2/models/{name}"
-        versioned = "/v2/models/{name}/versions/{version}"
-        return {
-            **{action: self.infer.for_route(f"{model}/{action}") for action in _UNARY},
-            **{
-                f"versions/{action}": self.infer.for_route(f"{versioned}/{action}")
-                for action in _UNARY
-            },
-        }
-
     def routes(self) -> list[BaseRoute]:
-        model = "/v2/models/{name}"
-        versioned = "/v2/models/{name}/versions/{version}"
+        model, versioned = _MODEL, _VERSIONED
         # Inference first: Starlette tries routes in order, so the hot path matches at once.
         # ``generate`` and ``generate_stream`` are MLServer's names (for LLMs) of the same.
         infer = [

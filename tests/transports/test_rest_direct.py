@@ -70,6 +70,20 @@ def routed_count(app: Starlette) -> list[int]:
     return count
 
 
+def route_recorded(app: ASGIApp) -> tuple[ASGIApp, list[str | None]]:
+    """``app``, noting the route template each request was matched to (as the REST metrics
+    read it from the scope after the call)."""
+    routes: list[str | None] = []
+
+    async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            routes.append(getattr(scope.get("route"), "path", None))
+
+    return recorded, routes
+
+
 async def send(app: ASGIApp, path: str, body: Any, **headers: str) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     # httpx asks for gzip by default; most V2 clients (tritonclient, curl, wrk) do not.
@@ -98,8 +112,11 @@ async def test_direct_answers_equal_routed_answers(path: str, body: Any) -> None
     direct_count = routed_count(direct)
     if isinstance(body, dict):
         body = {**body, "id": "fixed"}  # ids would differ otherwise
-    answer = await send(direct, path, body, **{"x-request-id": "r1"})
-    assert comparable(answer) == comparable(await send(routed, path, body))
+    direct_app, direct_routes = route_recorded(direct)
+    routed_app, routed_routes = route_recorded(routed)
+    answer = await send(direct_app, path, body, **{"x-request-id": "r1"})
+    assert comparable(answer) == comparable(await send(routed_app, path, body))
+    assert direct_routes == routed_routes  # the metrics' route label
     assert seen == [path]
     took_direct = path.endswith(("/infer", "/generate")) and "//" not in path
     assert direct_count == [0 if took_direct else 1]
