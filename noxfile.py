@@ -1,4 +1,6 @@
-"""Every task of the project, one entry point: ``nox -s tests lint typecheck demo bench proto``."""
+"""Every task of the project, one entry point:
+``nox -s tests lint typecheck demo bench proto container``.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +45,19 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".[all]")
     session.run("python", "examples/prepare.py")
     session.run("inferkit", "start", "examples", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def container(session: nox.Session) -> None:
+    """Build the examples' image with a dockerd of its own and drive it with tritonclient.
+
+    Needs root, ``dockerd`` and ``mmdebstrap`` (Debian: ``apt-get install docker.io
+    mmdebstrap``); see scripts/container_check.py. Exit status 3 and a ``SKIPPED: cannot start
+    dockerd: ...`` line when the machine cannot run it; ``-- --status-file FILE`` records the
+    outcome for CI, ``-- --fresh`` rebuilds the cached base image and layers.
+    """
+    session.install("-e", ".[test,sklearn,xgboost]")
+    session.run("python", "scripts/container_check.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
