@@ -326,7 +326,17 @@ def _dockerd(data_root: Path) -> Iterator[dict[str, str]]:
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait(timeout=30)
+        _unmount_under(run)
         shutil.rmtree(run, ignore_errors=True)
+
+
+def _unmount_under(folder: Path) -> None:
+    """Unmount what dockerd left mounted under ``folder`` (its exec-root's network namespace)."""
+    prefix = str(folder.resolve()) + "/"
+    with open("/proc/self/mountinfo") as mounts:
+        points = [line.split()[4] for line in mounts if line.split()[4].startswith(prefix)]
+    for point in sorted(points, reverse=True):  # the deepest first
+        subprocess.run(["umount", "-l", point], check=False, timeout=30)
 
 
 @contextlib.contextmanager
