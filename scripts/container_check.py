@@ -7,7 +7,8 @@
    bundle for pip, and host networking for the build's pip.
 4. Run the image on loopback ports and drive it with tritonclient over REST and gRPC (the
    quickstart model, both multi-model models), check the HEALTHCHECK, the non-root user and
-   that ``PORT`` becomes the HTTP port.
+   that ``PORT`` becomes the HTTP port. Then the multi-model folder alone, written with
+   ``inferkit dockerfile`` and built with ``docker build``.
 5. Remove the containers and images and stop dockerd, also on failure.
 
 Exit status: 0 passed, 1 failed, 3 skipped: dockerd (or mmdebstrap) cannot be used on this
@@ -40,6 +41,7 @@ EXAMPLES = ROOT / "examples"
 SKIPPED = 3
 BASE_IMAGE = "inferkit-check-base:bookworm"
 IMAGE = "inferkit-check:examples"
+MULTI_IMAGE = "inferkit-check:multi-model"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 #: Upper bounds (s): the whole check stays inside CI's budget even when something hangs.
 DOCKERD_START_S = 60
@@ -115,9 +117,51 @@ def check(cache: Path, *, fresh: bool) -> None:
         )
         try:
             _drive(env)
+            _multi_model(env)
         finally:
-            _docker(env, "rmi", "-f", IMAGE, check=False)
+            _docker(env, "rmi", "-f", IMAGE, MULTI_IMAGE, check=False)
             _docker(env, "image", "prune", "-f", check=False)
+
+
+def _multi_model(env: dict[str, str]) -> None:
+    """The walkthrough's folder alone, the `inferkit dockerfile` way: its settings.json asks
+    for ports 9080-9082, the image serves on its promised 8080-8082 all the same."""
+    step("inferkit dockerfile examples/multi-model (a copy), then docker build")
+    with tempfile.TemporaryDirectory(prefix="inferkit-check-") as tmp:
+        folder = Path(tmp) / "multi-model"
+        shutil.copytree(EXAMPLES / "multi-model", folder)
+        options = ["--base-image", BASE_IMAGE, "--ca-bundle", str(CA_BUNDLE)]
+        _run([*_inferkit(), "dockerfile", str(folder), *options], timeout=120)
+        _run(
+            ["docker", "build", "--network", "host", "-t", MULTI_IMAGE, str(folder)],
+            env={**env, "DOCKER_BUILDKIT": "0"},
+            timeout=BUILD_S,
+        )
+    name, http = "inferkit-check-multi", _free_port()
+    _docker(env, "rm", "-f", name, check=False)
+    try:
+        _docker(env, "run", "-d", "--name", name, "-p", f"127.0.0.1:{http}:8080", MULTI_IMAGE)
+        _wait_healthy(env, name)
+        import tritonclient.http as httpclient
+
+        sys.path.insert(0, str(EXAMPLES / "multi-model"))
+        import data
+
+        _, mushrooms, _, _ = data.mushrooms()
+        rest = httpclient.InferenceServerClient(f"127.0.0.1:{http}", network_timeout=60.0)
+        row = np.asarray(mushrooms[0:1], dtype=np.float32)
+        tensor = httpclient.InferInput("predict", list(row.shape), "FP32")
+        tensor.set_data_from_numpy(row)
+        result = rest.infer("mushroom_xgboost", [tensor], model_version="v2.0.0")
+        probability = result.as_numpy("predict")
+        assert probability is not None and 0.0 <= float(probability.reshape(-1)[0]) <= 1.0
+        rest.close()
+        print("multi-model image: mushroom_xgboost answers on the promised port", flush=True)
+    except BaseException:
+        print(_docker(env, "logs", "--tail", "40", name, check=False, stderr=True))
+        raise
+    finally:
+        _docker(env, "rm", "-f", name, check=False)
 
 
 def _drive(env: dict[str, str]) -> None:
@@ -200,7 +244,6 @@ def _triton(http_port: int, grpc_port: int) -> None:
     docs = np.array([["a b c"], ["a b d"]], dtype=np.object_)
     text = httpclient.InferInput("docs", [2, 1], "BYTES")
     text.set_data_from_numpy(docs)
-    text.set_parameter("content_type", "str")
     score = rest.infer("doc-sim-model", [text]).as_numpy("output-0")
     assert score is not None and np.allclose(score, [2 / 3]), score
     rest.close()
@@ -391,7 +434,7 @@ def _tail(log: Path) -> str:
 
 
 def step(what: str) -> None:
-    print(f"\n=== {what}", flush=True)
+    print(f"\n=== {time.strftime('%H:%M:%S')} {what}", flush=True)
 
 
 if __name__ == "__main__":
