@@ -47,6 +47,8 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DOCKERD_START_S = 60
 BUILD_S = 1200
 READY_S = 180
+#: The whole check, however its steps go: then it fails, and cleans up as on any failure.
+TOTAL_S = 2400
 
 
 class Skip(Exception):
@@ -66,6 +68,12 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="empty the cache first")
     args = parser.parse_args()
     started = time.monotonic()
+
+    def too_long(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the container check took more than {TOTAL_S} s")
+
+    signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(TOTAL_S)
     try:
         check(args.cache, fresh=args.fresh)
     except Skip as exc:
@@ -78,6 +86,7 @@ def main() -> int:
     else:
         status, code = "passed", 0
         print(f"\nPASSED: container check in {time.monotonic() - started:.0f} s", flush=True)
+    signal.alarm(0)
     if args.status_file is not None:
         args.status_file.write_text(status + "\n")
     return code
