@@ -82,6 +82,19 @@ def soak(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def container(session: nox.Session) -> None:
+    """Build the examples' image with a dockerd of its own and drive it with tritonclient.
+
+    Needs root, ``dockerd`` and ``mmdebstrap`` (Debian: ``apt-get install docker.io
+    mmdebstrap``); see scripts/container_check.py. Exit status 3 and a ``SKIPPED: cannot start
+    dockerd: ...`` line when the machine cannot run it; ``-- --status-file FILE`` records the
+    outcome for CI, ``-- --fresh`` rebuilds the cached base image and layers.
+    """
+    session.install("-e", ".[test,sklearn,xgboost]")
+    session.run("python", "scripts/container_check.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def proto(session: nox.Session) -> None:
     """Regenerate inferkit/transports/grpc/_generated from proto/ (``-- --check``: verify)."""
     session.install("grpcio-tools>=1.60", "betterproto2-compiler>=0.10,<0.11", "ruff>=0.6")

@@ -135,9 +135,10 @@ def test_every_manifest_is_a_resource_of_its_platform() -> None:
 
 @pytest.mark.parametrize(("doc", "container"), INFERKIT_CONTAINERS)
 def test_the_container_runs_the_images_command(doc: dict[str, Any], container: Any) -> None:
-    # `command` alone replaces both the image's entrypoint and its arguments.
-    assert container["command"] == list(COMMAND)
-    assert "args" not in container
+    # `args` replaces the image's CMD and keeps its ENTRYPOINT, which turns Knative's PORT
+    # into the HTTP port; a `command` would replace (and lose) it.
+    assert container["args"] == list(COMMAND)
+    assert "command" not in container
 
 
 @pytest.mark.parametrize(("doc", "container"), INFERKIT_CONTAINERS)
