@@ -43,6 +43,7 @@ IMPLEMENTATION_ALIASES: Mapping[str, str] = MappingProxyType(
         "mlserver_sklearn.SKLearnModel": "inferkit.runtimes.sklearn.SKLearnModel",
         "mlserver_xgboost.XGBoostModel": "inferkit.runtimes.xgboost.XGBoostModel",
         "mlserver_lightgbm.LightGBMModel": "inferkit.runtimes.lightgbm.LightGBMModel",
+        "mlserver_catboost.CatboostModel": "inferkit.runtimes.catboost.CatBoostModel",
     }
 )
 
