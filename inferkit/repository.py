@@ -44,6 +44,7 @@ IMPLEMENTATION_ALIASES: Mapping[str, str] = MappingProxyType(
         "mlserver_xgboost.XGBoostModel": "inferkit.runtimes.xgboost.XGBoostModel",
         "mlserver_lightgbm.LightGBMModel": "inferkit.runtimes.lightgbm.LightGBMModel",
         "mlserver_catboost.CatboostModel": "inferkit.runtimes.catboost.CatBoostModel",
+        "mlserver_mlflow.MLflowRuntime": "inferkit.runtimes.mlflow.MLflowRuntime",
     }
 )
 
