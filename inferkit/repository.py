@@ -45,6 +45,9 @@ IMPLEMENTATION_ALIASES: Mapping[str, str] = MappingProxyType(
         "mlserver_lightgbm.LightGBMModel": "inferkit.runtimes.lightgbm.LightGBMModel",
         "mlserver_catboost.CatboostModel": "inferkit.runtimes.catboost.CatBoostModel",
         "mlserver_mlflow.MLflowRuntime": "inferkit.runtimes.mlflow.MLflowRuntime",
+        "mlserver_huggingface.HuggingFaceRuntime": (
+            "inferkit.runtimes.huggingface.HuggingFaceRuntime"
+        ),
     }
 )
 

@@ -9,6 +9,7 @@ imports its library only when a model loads, so the extras (``inferkit[sklearn]`
 * :mod:`inferkit.runtimes.xgboost`: :class:`~inferkit.runtimes.xgboost.XGBoostModel`
 * :mod:`inferkit.runtimes.lightgbm`: :class:`~inferkit.runtimes.lightgbm.LightGBMModel`
 * :mod:`inferkit.runtimes.catboost`: :class:`~inferkit.runtimes.catboost.CatBoostModel`
+* :mod:`inferkit.runtimes.huggingface`: :class:`~inferkit.runtimes.huggingface.HuggingFaceRuntime`
 * :mod:`inferkit.runtimes.mlflow`: :class:`~inferkit.runtimes.mlflow.MLflowRuntime`
 * :mod:`inferkit.runtimes.onnx`: :class:`~inferkit.runtimes.onnx.OnnxModel`
 
