@@ -21,7 +21,7 @@ PYTHON = os.environ.get("INFERKIT_NOX_PYTHON") or None  # None: the python runni
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole suite: unit, transport, conformance and e2e tests, with branch coverage."""
-    session.install("-e", ".[test,sklearn,xgboost,lightgbm]")
+    session.install("-e", ".[test,sklearn,xgboost,lightgbm,onnx,catboost,mlflow,huggingface]")
     session.run("pytest", "--cov=inferkit", "--cov-report=term", *session.posargs)
 
 
@@ -36,7 +36,9 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[test,sklearn,xgboost,lightgbm]", "mypy>=1.10")
+    session.install(
+        "-e", ".[test,sklearn,xgboost,lightgbm,onnx,catboost,mlflow,huggingface]", "mypy>=1.10"
+    )
     session.run("mypy")
 
 

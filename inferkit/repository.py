@@ -46,6 +46,11 @@ IMPLEMENTATION_ALIASES: Mapping[str, str] = MappingProxyType(
         "mlserver_sklearn.SKLearnModel": "inferkit.runtimes.sklearn.SKLearnModel",
         "mlserver_xgboost.XGBoostModel": "inferkit.runtimes.xgboost.XGBoostModel",
         "mlserver_lightgbm.LightGBMModel": "inferkit.runtimes.lightgbm.LightGBMModel",
+        "mlserver_catboost.CatboostModel": "inferkit.runtimes.catboost.CatBoostModel",
+        "mlserver_mlflow.MLflowRuntime": "inferkit.runtimes.mlflow.MLflowRuntime",
+        "mlserver_huggingface.HuggingFaceRuntime": (
+            "inferkit.runtimes.huggingface.HuggingFaceRuntime"
+        ),
     }
 )
 
@@ -57,6 +62,10 @@ _EXTRAS: Mapping[str, str] = MappingProxyType(
         "xgboost": "xgboost",
         "lightgbm": "lightgbm",
         "pandas": "pandas",
+        "onnxruntime": "onnx",
+        "catboost": "catboost",
+        "mlflow": "mlflow",
+        "transformers": "huggingface",
     }
 )
 

@@ -374,6 +374,11 @@ def test_mlserver_runtime_names_map_to_inferkit_runtimes(monkeypatch: pytest.Mon
         "mlserver_sklearn.SKLearnModel": "inferkit.runtimes.sklearn.SKLearnModel",
         "mlserver_xgboost.XGBoostModel": "inferkit.runtimes.xgboost.XGBoostModel",
         "mlserver_lightgbm.LightGBMModel": "inferkit.runtimes.lightgbm.LightGBMModel",
+        "mlserver_catboost.CatboostModel": "inferkit.runtimes.catboost.CatBoostModel",
+        "mlserver_mlflow.MLflowRuntime": "inferkit.runtimes.mlflow.MLflowRuntime",
+        "mlserver_huggingface.HuggingFaceRuntime": (
+            "inferkit.runtimes.huggingface.HuggingFaceRuntime"
+        ),
     }
 
 
@@ -441,8 +446,10 @@ def test_mlserver_runtime_names_map_to_inferkit_runtimes(monkeypatch: pytest.Mon
             "mlserver_onnx.OnnxModel",
             {},
             "Cannot import 'mlserver_onnx.OnnxModel': No module named 'mlserver_onnx':"
-            " inferkit has built-in equivalents only for mlserver_lightgbm.LightGBMModel,"
-            " mlserver_sklearn.SKLearnModel, mlserver_xgboost.XGBoostModel",
+            " inferkit has built-in equivalents only for mlserver_catboost.CatboostModel,"
+            " mlserver_huggingface.HuggingFaceRuntime, mlserver_lightgbm.LightGBMModel,"
+            " mlserver_mlflow.MLflowRuntime, mlserver_sklearn.SKLearnModel,"
+            " mlserver_xgboost.XGBoostModel",
         ),
     ],
 )
