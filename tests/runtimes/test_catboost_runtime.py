@@ -18,6 +18,7 @@ from inferkit import (
     RequestInput,
     RequestOutput,
     Server,
+    Settings,
     errors,
 )
 from inferkit.runtimes.catboost import CatBoostModel
@@ -34,6 +35,9 @@ OPTIONS: dict[str, Any] = {
     "allow_writing_files": False,
     "thread_count": 1,
 }
+
+# The load error's text, which clients get only with expose_load_errors (the default hides it).
+EXPOSED = Settings(expose_load_errors=True)
 
 
 def classifier(classes: int = 2) -> Any:
@@ -159,7 +163,7 @@ async def test_missing_catboost_fails_the_model_with_the_extra_to_install(
     # Runs with or without catboost installed: the library is hidden either way.
     (tmp_path / "model.cbm").write_bytes(b"model")
     monkeypatch.setitem(sys.modules, "catboost", None)
-    server = Server([settings(tmp_path)])
+    server = Server([settings(tmp_path)], settings=EXPOSED)
     async with server:
         [item] = await server.index()
     assert item.state == "FAILED"

@@ -21,11 +21,15 @@ from inferkit import (
     ModelSettings,
     RequestInput,
     Server,
+    Settings,
     errors,
 )
 from inferkit.runtimes.huggingface import HuggingFaceRuntime
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "is", "good", "bad"]
+
+# The load error's text, which clients get only with expose_load_errors (the default hides it).
+EXPOSED = Settings(expose_load_errors=True)
 
 
 def tiny_classifier(folder: Path) -> Path:
@@ -188,7 +192,7 @@ async def test_missing_torch_fails_the_model_with_what_to_install(
 ) -> None:
     pytest.importorskip("transformers")
     monkeypatch.setitem(sys.modules, "torch", None)
-    server = Server([settings(tmp_path, task="text-classification")])
+    server = Server([settings(tmp_path, task="text-classification")], settings=EXPOSED)
     async with server:
         [item] = await server.index()
     assert item.state == "FAILED"
@@ -201,7 +205,7 @@ async def test_missing_transformers_fails_the_model_with_the_extra_to_install(
 ) -> None:
     # Runs with or without transformers installed: the library is hidden either way.
     monkeypatch.setitem(sys.modules, "transformers", None)
-    server = Server([settings(tmp_path, task="text-classification")])
+    server = Server([settings(tmp_path, task="text-classification")], settings=EXPOSED)
     async with server:
         [item] = await server.index()
     assert item.state == "FAILED"

@@ -19,6 +19,7 @@ from inferkit import (
     ModelSettings,
     RequestInput,
     Server,
+    Settings,
     errors,
 )
 from inferkit.runtimes.mlflow import MLflowRuntime
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:mlflow.*")
 RNG = np.random.default_rng(2)
 A = RNG.random(30)
 B = RNG.random(30)
+# The load error's text, which clients get only with expose_load_errors (the default hides it).
+EXPOSED = Settings(expose_load_errors=True)
 
 TENSOR_MODEL = """
 import mlflow
@@ -255,7 +258,7 @@ async def test_missing_mlflow_fails_the_model_with_the_extra_to_install(
     # Runs with or without mlflow installed: the library is hidden either way.
     (tmp_path / "MLmodel").write_text("flavors: {}\n")
     monkeypatch.setitem(sys.modules, "mlflow", None)
-    server = Server([settings(tmp_path)])
+    server = Server([settings(tmp_path)], settings=EXPOSED)
     async with server:
         [item] = await server.index()
     assert item.state == "FAILED"

@@ -19,6 +19,7 @@ from inferkit import (
     RequestInput,
     RequestOutput,
     Server,
+    Settings,
     errors,
 )
 from inferkit.runtimes.onnx import OnnxModel
@@ -26,6 +27,9 @@ from inferkit.runtimes.onnx import OnnxModel
 W = np.array([[1.0, -1.0], [2.0, 0.5], [-3.0, 1.0]], dtype=np.float32)
 X = np.array([[0.1, 0.2, 0.3], [1.0, 0.0, -1.0]], dtype=np.float32)
 OFFSET = np.array([0.5], dtype=np.float32)
+
+# The load error's text, which clients get only with expose_load_errors (the default hides it).
+EXPOSED = Settings(expose_load_errors=True)
 
 
 def save(model: Any, folder: Path, filename: str = "model.onnx") -> Path:
@@ -301,7 +305,7 @@ async def test_missing_onnxruntime_fails_the_model_with_the_extra_to_install(
     # Runs with or without onnxruntime installed: the library is hidden either way.
     (tmp_path / "model.onnx").write_bytes(b"graph")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    server = Server([settings(tmp_path)])
+    server = Server([settings(tmp_path)], settings=EXPOSED)
     async with server:
         [item] = await server.index()
     assert item.state == "FAILED"
