@@ -20,6 +20,7 @@ from inferkit import InferenceRequest, InferenceResponse, Model, Server, Setting
 from inferkit.codecs import decode_tensor, encode_tensor
 from inferkit.settings import CORSSettings
 from inferkit.transports.rest import STATUS, create_rest_app
+from inferkit.types import JsonNumbers
 
 SUM_BODY = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
 
@@ -450,3 +451,43 @@ async def test_the_openapi_document_lists_every_route_of_the_app() -> None:
     assert routed - documented == set()
     stream = paths["/v2/models/{model_name}/generate_stream"]["post"]["responses"]["200"]
     assert list(stream["content"]) == ["text/event-stream"]
+
+
+async def test_large_json_tensors_decode_as_before() -> None:
+    # Past the fast path's threshold (inferkit/transports/json_numbers.py): the model gets the
+    # same array from the codec, and the same list when it reads `data` itself.
+    seen: dict[str, Any] = {}
+
+    class Peek(Model):
+        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+            # Stored lazily (the fast path was taken) until read, as the list it always was.
+            stored = type(msgspec.structs.asdict(payload.inputs[1])["data"])
+            array = decode_tensor(payload.inputs[0])
+            seen.update(array=array, stored=stored, data=payload.inputs[1].data)
+            return InferenceResponse(
+                model_name=self.name, outputs=[encode_tensor("total", array.sum(axis=-1))]
+            )
+
+    values = np.random.default_rng(0).random(20_000, dtype=np.float32)
+    texts = values.tolist()
+    body = {
+        "inputs": [
+            {"name": "x", "shape": [2, 10_000], "datatype": "FP32", "data": texts},
+            {"name": "y", "shape": [20_000], "datatype": "FP64", "data": texts},
+        ]
+    }
+    async with client(named(Peek, "peek")) as http:
+        response = await http.post("/v2/models/peek/infer", json=body)
+        assert response.status_code == 200
+        assert seen["array"].dtype == np.float32 and seen["array"].shape == (2, 10_000)
+        assert seen["array"].tobytes() == values.tobytes()
+        assert seen["stored"] is JsonNumbers
+        assert type(seen["data"]) is list and seen["data"] == texts
+        # A count that does not match the shape: the same error, at the same place, as before.
+        body["inputs"][0]["shape"] = [2, 9_999]
+        response = await http.post("/v2/models/peek/infer", json=body)
+    assert error(response) == (
+        400,
+        "INVALID_SHAPE",
+        "Expected 19998 elements for shape [2, 9999], got 20000 - at `$.inputs[0].data`",
+    )

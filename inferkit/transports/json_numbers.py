@@ -1,0 +1,149 @@
+"""The REST fast path for large numeric tensors in JSON: their numbers parsed in C, once.
+
+Decoding a JSON tensor of a million FP32 values the plain way builds a million Python floats
+(msgspec) and then converts them to numpy: most of a large request's cost. Here the flat number
+arrays of a body are cut out of the text, the rest (small) is decoded by the same msgspec decoder
+as always, and each array is parsed by simdjson straight into float64s (correctly rounded, like
+``float()``), then cast to the tensor's dtype (as numpy casts the Python floats today). The
+input's ``data`` holds a :class:`~inferkit.types.JsonNumbers`: the codecs take its array, and a
+model reading ``data`` itself gets the very list the plain path gives.
+
+The fast path only answers when it can prove it gives the plain path's result, and returns
+``None`` otherwise (the caller then decodes the body the plain way, errors included):
+
+- an array is taken only after ``"data":`` with no ``[`` (nesting) and no ``"`` (strings) up to
+  its ``]``; it is replaced by a random marker string, and the decoded request must hold each
+  marker as the ``data`` of exactly one input (so it was that field, and not text inside a
+  string or a ``parameters`` value, or a duplicate key);
+- only FP16, FP32 and FP64 inputs are parsed (integers must stay exact and raise on overflow);
+  another datatype gets the list msgspec decodes from the same text;
+- simdjson must accept the array as numbers only: ``true``, ``null``, integers past 64 bits,
+  ``1e400``, ``NaN`` or malformed JSON send the whole body to the plain path.
+
+simdjson (``pysimdjson``) comes with the ``rest`` extra; without it this path is off.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..types import InferenceRequest, JsonNumbers
+
+__all__ = ["MIN_ARRAY_BYTES", "NumbersDecoder"]
+
+#: Arrays shorter than this (in bytes of JSON) are left to msgspec: the fast path pays off
+#: only past a few thousand numbers, and small requests must not pay for looking.
+MIN_ARRAY_BYTES = 64 * 1024
+
+# JSON whitespace is only these four characters.
+_DATA_KEY = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*\[')
+
+_FLOATS = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+
+
+class NumbersDecoder:
+    """Decodes request bodies with large flat number arrays; ``None`` when it cannot.
+
+    ``decode`` is the plain decoder of the small remainder of the body. One instance per
+    endpoint (simdjson's parser keeps buffers between calls; it is not shared across threads).
+    """
+
+    def __init__(self, decode: Callable[[bytes], Any], min_bytes: int = MIN_ARRAY_BYTES) -> None:
+        self._decode = decode
+        self._min_bytes = min_bytes
+        try:
+            import simdjson
+        except ImportError:  # pragma: no cover - the rest extra installs it
+            self._parser: Any = None
+        else:
+            self._parser = simdjson.Parser()
+
+    @property
+    def available(self) -> bool:
+        """Whether simdjson is installed (else :meth:`decode` always answers ``None``)."""
+        return self._parser is not None
+
+    def decode(self, body: bytes) -> InferenceRequest | None:
+        """The request, or ``None``: no large flat array, or one the plain path must judge."""
+        if self._parser is None or len(body) < self._min_bytes:
+            return None
+        spans = _spans(body, self._min_bytes)
+        if not spans:
+            return None
+        token = secrets.token_hex(16)
+        pieces: list[bytes] = []
+        markers: dict[str, int] = {}
+        last = 0
+        for k, (start, end) in enumerate(spans):
+            marker = f"{token}-{k}"
+            markers[marker] = k
+            pieces += (body[last:start], b'"', marker.encode(), b'"')
+            last = end
+        pieces.append(body[last:])
+        try:
+            request: InferenceRequest = self._decode(b"".join(pieces))
+        except Exception:  # the plain path gives the error (its message names the place)
+            return None
+        found = 0
+        view = memoryview(body)
+        for tensor in request.inputs:
+            data = tensor.data
+            if type(data) is not str or data not in markers:
+                continue
+            found += 1
+            start, end = spans[markers.pop(data)]
+            text = view[start:end]
+            dtype = _FLOATS.get(tensor.datatype)
+            if dtype is None:
+                try:
+                    tensor.data = msgspec.json.decode(text)  # the plain decoder's list
+                except msgspec.DecodeError:
+                    return None
+                continue
+            array = self._floats(text, dtype)
+            if array is None:
+                return None
+            tensor.data = JsonNumbers(text, array)
+        if markers or found != len(spans):
+            return None  # a marker landed elsewhere (inside a string, parameters, ...)
+        return request
+
+    def _floats(self, text: memoryview, dtype: Any) -> np.ndarray[Any, Any] | None:
+        try:
+            buffer = self._parser.parse(text).as_buffer(of_type="d")
+        # Not JSON, or not all numbers (true, 1e400, 2**64...); RuntimeError: the parser is
+        # still in use (it never should be: nothing of a parse is kept but the copied buffer).
+        except (ValueError, TypeError, RuntimeError):
+            return None
+        array = np.frombuffer(buffer, np.float64)
+        # As numpy casts Python floats: 1e300 as FP16 is inf, without a warning.
+        with np.errstate(over="ignore"):
+            return array.astype(dtype, copy=False)
+
+
+def _spans(body: bytes, min_bytes: int) -> list[tuple[int, int]]:
+    """Where the large flat arrays following a ``"data":`` key are: [start, end) of each."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        match = _DATA_KEY.search(body, pos)
+        if match is None:
+            return spans
+        start = match.end() - 1
+        end = body.find(b"]", start)
+        if end < 0:
+            return spans
+        end += 1
+        pos = end
+        if (
+            end - start >= min_bytes
+            and body.find(b"[", start + 1, end) < 0
+            and body.find(b'"', start, end) < 0
+        ):
+            spans.append((start, end))

@@ -1,0 +1,233 @@
+"""The REST fast path for large JSON number arrays gives what the plain path gives, bit for bit.
+
+Property tests decode generated bodies both ways: the plain msgspec decoder (what the REST
+endpoint did before) and :class:`NumbersDecoder` (with a small size threshold, so short arrays
+take the fast path too). Every input must decode to the same array (bytes, dtype, shape) or the
+same error (class, message, location), and ``RequestInput.data`` must read as the same value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import pickle
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inferkit import errors
+from inferkit.codecs import check_tensor, decode_tensor
+from inferkit.transports.json_numbers import NumbersDecoder
+from inferkit.types import InferenceRequest, JsonNumbers, RequestInput, encode_json, to_dict
+
+PLAIN = msgspec.json.Decoder(InferenceRequest).decode
+MIN = 1  # byte: every array takes the fast path here
+
+
+def fast_decoder() -> NumbersDecoder:
+    return NumbersDecoder(PLAIN, min_bytes=MIN)
+
+
+def outcome(tensor: RequestInput, where: str) -> tuple[Any, ...]:
+    """What the model gets from a tensor: the checked and decoded array, or the error."""
+    try:
+        check_tensor(tensor, where)
+        array = decode_tensor(tensor, where)
+    except errors.InferkitError as exc:
+        return ("error", type(exc).__name__, exc.message)
+    return ("array", array.dtype.str, array.shape, array.tobytes(), array.flags.writeable)
+
+
+def outcomes(body: bytes, decode: Any) -> tuple[Any, ...]:
+    try:
+        request = decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return ("request error", type(exc).__name__, str(exc))
+    return tuple(outcome(t, f"$.inputs[{i}]") for i, t in enumerate(request.inputs))
+
+
+def values(body: bytes, decode: Any) -> list[bytes]:
+    """``data`` of every input as a model reading it from Python sees it (exact JSON form)."""
+    request = decode(body)
+    return [msgspec.json.encode(t.data) for t in request.inputs]
+
+
+def compare(body: bytes) -> bool:
+    """Assert both paths agree on ``body``; whether the fast path answered."""
+    fast = fast_decoder()
+    taken = fast.decode(body) is not None
+    fast_decode = lambda b: fast.decode(b) or PLAIN(b)  # noqa: E731 - the endpoint's logic
+    assert outcomes(body, fast_decode) == outcomes(body, PLAIN)
+    if not isinstance(outcomes(body, PLAIN)[0], str):
+        assert values(body, fast_decode) == values(body, PLAIN)
+    return taken
+
+
+def number_texts() -> st.SearchStrategy[str]:
+    """JSON numbers as clients write them: shortest repr, %.17g, exponents, ints, -0."""
+    floats = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True)
+    float32s = st.floats(width=32, allow_nan=False, allow_infinity=False)
+    ints = st.one_of(
+        st.integers(-(2**70), 2**70),
+        st.sampled_from([2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1]),
+        st.integers(-1000, 1000),
+    )
+    return st.one_of(
+        floats.map(repr),
+        float32s.map(repr),
+        floats.map(lambda x: f"{x:.17g}" if "e" in f"{x:.17g}" or "." in f"{x:.17g}" else repr(x)),
+        floats.map(lambda x: f"{x:.6E}"),
+        ints.map(str),
+        st.sampled_from(
+            [
+                "-0",
+                "-0.0",
+                "0.0",
+                "1e400",
+                "-1e400",
+                "1e-400",
+                "4.9e-324",
+                "2.2250738585072011e-308",
+                "3.4028235e38",
+                "3.4028236e38",
+                "65504",
+                "65520",
+                "1E+2",
+                "0.1000000000000000055511151231257827021181583404541015625",
+            ]
+        ),
+    )
+
+
+def odd_texts() -> st.SearchStrategy[str]:
+    """What is not a plain number: the fast path must leave these to the plain path."""
+    return st.sampled_from(
+        ["true", "false", "null", '"1.5"', "NaN", "Infinity", "01", "1.", ".5", "+1", "[1]", "{}"]
+    )
+
+
+DATATYPES = ["FP16", "FP32", "FP64", "INT8", "INT32", "INT64", "UINT8", "UINT64", "BOOL"]
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    inputs = []
+    for i in range(draw(st.integers(1, 3))):
+        texts = draw(st.lists(number_texts(), min_size=0, max_size=40))
+        if draw(st.booleans()) and texts:
+            texts[draw(st.integers(0, len(texts) - 1))] = draw(odd_texts())
+        sep = draw(st.sampled_from([",", ", ", " ,\n", ",\t"]))
+        array = "[" + sep.join(texts) + "]"
+        if draw(st.integers(0, 9)) == 0 and len(texts) >= 2:  # nested: left to the plain path
+            half = len(texts) // 2
+            array = "[[" + ",".join(texts[:half]) + "],[" + ",".join(texts[half:]) + "]]"
+        count = len(texts) + draw(st.sampled_from([0, 0, 0, 1, -1]))
+        shape = draw(st.sampled_from([[max(count, 0)], [1, max(count, 0)]]))
+        datatype = draw(st.sampled_from(DATATYPES))
+        space = draw(st.sampled_from(["", " ", "\n  "]))
+        inputs.append(
+            f'{{"name":"in{i}","shape":{json.dumps(shape)},"datatype":"{datatype}",'
+            f'"data"{space}:{space}{array}}}'
+        )
+    return ('{"inputs":[' + ",".join(inputs) + "]}").encode()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies())
+def test_fast_path_gives_the_plain_answers(body: bytes) -> None:
+    compare(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=200),
+    st.sampled_from(["FP16", "FP32", "FP64"]),
+    st.sampled_from([repr, lambda x: f"{x:.17g}", lambda x: f"{x:.17e}"]),
+)
+def test_floats_parse_as_python_float_does(numbers: list[float], datatype: str, show: Any) -> None:
+    # Correct rounding, subnormals and 17-digit values included; the fast path must answer.
+    texts = [show(x) for x in numbers]
+    texts = [t if any(c in t for c in ".eEn") else t + ".0" for t in texts]
+    body = json.dumps({"inputs": [{"name": "x", "shape": [len(texts)], "datatype": datatype}]})
+    body = body[:-3] + ', "data": [' + ",".join(texts) + "]}]}"
+    assert compare(body.encode())
+
+
+def large_body(values: list[float], datatype: str = "FP32", extra: str = "") -> bytes:
+    data = json.dumps(values, separators=(",", ":"))
+    tensor = f'{{"name":"x","shape":[{len(values)}],"datatype":"{datatype}","data":{data}}}'
+    return f'{{"inputs":[{tensor}]{extra}}}'.encode()
+
+
+def test_the_endpoint_threshold_applies() -> None:
+    big = [float(i) / 7 for i in range(10_000)]  # about 190 kB of JSON
+    decoder = NumbersDecoder(PLAIN)
+    assert decoder.decode(large_body(big)) is not None
+    assert decoder.decode(large_body(big[:100])) is None  # small bodies: plain, no cost
+
+
+def test_an_array_outside_the_inputs_data_is_left_alone() -> None:
+    big = [float(i) / 7 for i in range(50)]
+    # A "data" key in the request's parameters: the marker would land there, not in an input.
+    extra = ', "parameters": {"data": ' + json.dumps(big) + "}"
+    body = large_body(big, extra=extra)
+    assert fast_decoder().decode(body) is None  # its marker is not an input's data: plain path
+    compare(body)
+    only_params = ('{"inputs":[], "parameters": {"data": ' + json.dumps(big) + "}}").encode()
+    assert fast_decoder().decode(only_params) is None
+
+
+def test_duplicate_data_keys_keep_the_plain_meaning() -> None:
+    body = (
+        b'{"inputs":[{"name":"x","shape":[3],"datatype":"FP32",'
+        b'"data":[1.5,2.5,3.5],"data":[4.5,5.5,6.5]}]}'
+    )
+    compare(body)
+
+
+def test_invalid_json_in_an_array_is_the_plain_error() -> None:
+    body = b'{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1.5,NaN,3.5]}]}'
+    assert fast_decoder().decode(body) is None
+    with pytest.raises(msgspec.DecodeError):
+        PLAIN(body)
+
+
+def test_data_reads_as_the_plain_list() -> None:
+    body = large_body([0.1, -0.0, 1e-310, 3.0], "FP32")
+    request = fast_decoder().decode(body)
+    assert request is not None
+    tensor = request.inputs[0]
+    plain = PLAIN(body).inputs[0]
+    # Compared while still lazy, copied, pickled and encoded while lazy: all as the list.
+    assert tensor == plain
+    assert repr(tensor) == repr(plain)
+    assert pickle.loads(pickle.dumps(tensor)).data == plain.data
+    assert encode_json(tensor) == encode_json(plain)
+    assert to_dict(tensor) == to_dict(plain)
+    assert copy.copy(tensor) == plain
+    assert tensor.data == [0.1, -0.0, 1e-310, 3.0]
+    assert math.copysign(1, tensor.data[1]) == -1
+    tensor.data = [1.0]  # and it is an ordinary field to write
+    assert tensor.data == [1.0]
+
+
+def test_the_parsed_array_is_handed_out_once() -> None:
+    request = fast_decoder().decode(large_body([1.5, 2.5, 3.5]))
+    assert request is not None
+    tensor = request.inputs[0]
+    first = decode_tensor(tensor)
+    first[0] = 99  # the model's own array; a second decode is not affected
+    second = decode_tensor(tensor)
+    assert second.tolist() == [1.5, 2.5, 3.5]
+    assert second.dtype == np.float32
+
+
+def test_lazy_data_is_stored_until_read() -> None:
+    request = fast_decoder().decode(large_body([1.5, 2.5]))
+    assert request is not None
+    assert type(msgspec.structs.asdict(request.inputs[0])["data"]) is JsonNumbers
