@@ -141,14 +141,16 @@ class _LazyData:
         self.slot.__delete__(obj)
 
 
-_DATA_SLOT = RequestInput.__dict__["data"]
-RequestInput.data = _LazyData(_DATA_SLOT)
+#: The field's own slot descriptor: ``DATA_SLOT.__get__(tensor)`` reads ``data`` as stored,
+#: a :class:`JsonNumbers` left as it is (the codecs' hot path: no Python-level call).
+DATA_SLOT: Any = RequestInput.__dict__["data"]
+RequestInput.data = _LazyData(DATA_SLOT)
 
 
 def peek_data(tensor: Any) -> Any:
     """A tensor's ``data`` as stored: a :class:`JsonNumbers` stays one (for the codecs)."""
     if type(tensor) is RequestInput:
-        return _DATA_SLOT.__get__(tensor, RequestInput)
+        return DATA_SLOT.__get__(tensor, RequestInput)
     return tensor.data
 
 

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 
 from ..errors import InvalidRequest, InvalidShape, UnsupportedDatatype
-from ..types import JsonNumbers, Parameters, RequestInput, ResponseOutput, peek_data
+from ..types import DATA_SLOT, JsonNumbers, Parameters, RequestInput, ResponseOutput
 from .datatypes import RAW_DTYPES, to_datatype, to_dtype
 
 __all__ = [
@@ -58,7 +58,8 @@ def check_tensor(tensor: Tensor, where: str = "$") -> None:
     """
     datatype = tensor.datatype
     _, count = dtype_and_count(datatype, tensor.shape, where)
-    data = peek_data(tensor)
+    # The stored value (a JsonNumbers stays one); inline, as this runs for every tensor.
+    data = DATA_SLOT.__get__(tensor) if type(tensor) is RequestInput else tensor.data
     if type(data) is list:
         if not data or type(data[0]) is not list:
             if len(data) != count:
@@ -89,7 +90,8 @@ def decode_tensor(tensor: Tensor, where: str = "$") -> np.ndarray[Any, Any]:
     datatype = tensor.datatype
     shape = tensor.shape
     dtype, count = dtype_and_count(datatype, shape, where)
-    data = peek_data(tensor)
+    # The stored value (a JsonNumbers stays one); inline, as this runs for every tensor.
+    data = DATA_SLOT.__get__(tensor) if type(tensor) is RequestInput else tensor.data
     if type(data) is JsonNumbers:
         # Parsed by the REST transport already (its dtype is the datatype's); once only.
         taken = data.take()
