@@ -91,6 +91,11 @@ class JsonNumbers:
         return array
 
     @property
+    def array(self) -> np.ndarray[Any, Any] | None:
+        """The parsed array if not yet handed out by :meth:`take` (else ``None``)."""
+        return self._array
+
+    @property
     def size(self) -> int:
         """The number of elements (without decoding the text)."""
         return self._array.size if self._array is not None else len(self.value())
