@@ -8,6 +8,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
@@ -19,6 +20,7 @@ from inferkit.parallel.channel import Channel
 from inferkit.parallel.memory import ALIGN, Arena
 from inferkit.parallel.messages import Call, MainMessage, Reply, Wire, WorkerMessage
 from inferkit.parallel.metrics import MetricsDiff, apply_changes
+from inferkit.types import JsonNumbers
 
 # -- arena ----------------------------------------------------------------------------------
 
@@ -235,3 +237,18 @@ def test_metric_changes_carry_only_what_changed_and_add_up() -> None:
     assert got["hits"] == {("m", "v1", "a"): 5.0}
     assert got["sizes"] == {("m", "v1"): HistogramSample((2, 2, 4), 101.0, 4)}
     assert got["level"] == {("m", "v1"): 7.0}
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_lazy_json_tensor_reaches_the_worker_as_its_list(
+    wires: tuple[Wire, Wire, Arena], shared: bool
+) -> None:
+    # The REST fast path keeps large JSON number arrays as text + parsed array
+    # (inferkit/transports/json_numbers.py); a worker's model reads `data` as the same list.
+    main, worker, _ = wires
+    text = b"[1, 2.5, -0.0]"
+    lazy = JsonNumbers(memoryview(text), np.array([1.0, 2.5, -0.0]))
+    frame, blocks = main.encode(call(lazy), shared=shared)
+    data = worker.decode(frame).request.inputs[0].data
+    assert msgspec.json.encode(data) == b"[1,2.5,-0.0]"
+    main.free(blocks)
