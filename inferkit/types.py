@@ -19,6 +19,7 @@ import msgspec
 import numpy as np
 
 __all__ = [
+    "DATA_SLOT",
     "InferenceRequest",
     "InferenceResponse",
     "JsonNumbers",
@@ -36,6 +37,7 @@ __all__ = [
     "TensorData",
     "decode_json",
     "encode_json",
+    "peek_data",
     "to_dict",
 ]
 

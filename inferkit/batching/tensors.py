@@ -22,12 +22,12 @@ import numpy as np
 from ..codecs import decode_tensor
 from ..errors import InferenceFailed
 from ..types import (
-    DATA_SLOT,
     InferenceRequest,
     InferenceResponse,
     JsonNumbers,
     RequestInput,
     ResponseOutput,
+    peek_data,
 )
 
 __all__ = ["join", "join_key", "rows_of", "split"]
@@ -92,7 +92,7 @@ def _join_input(tensors: list[RequestInput]) -> RequestInput:
     first = tensors[0]
     shape = [sum(t.shape[0] for t in tensors), *first.shape[1:]]
     data: Any
-    joined = _join_numbers([DATA_SLOT.__get__(t) for t in tensors])
+    joined = _join_numbers([peek_data(t) for t in tensors])
     if joined is not None:
         data = joined
     elif all(_flat_list(t.data) for t in tensors):
