@@ -46,6 +46,9 @@ __all__ = [
 Tensor = RequestInput | ResponseOutput
 
 _PREFIX = struct.Struct("<I")
+#: ``RequestInput.data`` as stored (a JsonNumbers stays one), bound once: this runs for every
+#: tensor, and the field's Python-level property would cost more than the slot read.
+_stored_data = DATA_SLOT.__get__
 _RAW = (bytes, bytearray, memoryview)
 
 
@@ -58,8 +61,7 @@ def check_tensor(tensor: Tensor, where: str = "$") -> None:
     """
     datatype = tensor.datatype
     _, count = dtype_and_count(datatype, tensor.shape, where)
-    # The stored value (a JsonNumbers stays one); inline, as this runs for every tensor.
-    data = DATA_SLOT.__get__(tensor) if type(tensor) is RequestInput else tensor.data
+    data = _stored_data(tensor) if type(tensor) is RequestInput else tensor.data
     if type(data) is list:
         if not data or type(data[0]) is not list:
             if len(data) != count:
@@ -90,8 +92,7 @@ def decode_tensor(tensor: Tensor, where: str = "$") -> np.ndarray[Any, Any]:
     datatype = tensor.datatype
     shape = tensor.shape
     dtype, count = dtype_and_count(datatype, shape, where)
-    # The stored value (a JsonNumbers stays one); inline, as this runs for every tensor.
-    data = DATA_SLOT.__get__(tensor) if type(tensor) is RequestInput else tensor.data
+    data = _stored_data(tensor) if type(tensor) is RequestInput else tensor.data
     if type(data) is JsonNumbers:
         # Parsed by the REST transport already (its dtype is the datatype's); once only.
         taken = data.take()
