@@ -8,7 +8,9 @@ Tensor ``data`` is deliberately loose (``Any``): on the wire it is a flat or nes
 inside the process a tensor may also carry a ``numpy.ndarray`` (built by a codec, or by the gRPC
 transport straight from ``raw_*_contents``) or raw little-endian ``bytes``. The codecs in
 :mod:`inferkit.codecs` turn any of these into arrays; :func:`encode_json` turns arrays back into
-JSON without a per-element Python loop.
+JSON without a per-element Python loop. A large flat JSON number array received over REST is
+held as a :class:`JsonNumbers` (its text and its parsed array) until ``RequestInput.data`` is
+read from Python, which then gives the same list as decoding would have.
 """
 
 from __future__ import annotations
