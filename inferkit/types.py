@@ -5,12 +5,11 @@ Struct encodes to exactly the JSON a V2 client expects and a body decodes straig
 decoding *is* validation. Optional fields default to ``None`` and are omitted when encoding.
 
 Tensor ``data`` is deliberately loose (``Any``): on the wire it is a flat or nested JSON list, but
-inside the process a tensor may also carry a ``numpy.ndarray`` (built by a codec, or by the gRPC
-transport straight from ``raw_*_contents``) or raw little-endian ``bytes``. The codecs in
-:mod:`inferkit.codecs` turn any of these into arrays; :func:`encode_json` turns arrays back into
-JSON without a per-element Python loop. A large flat JSON number array received over REST is
-held as a :class:`JsonNumbers` (its text and its parsed array) until ``RequestInput.data`` is
-read from Python, which then gives the same list as decoding would have.
+inside the process a tensor may also carry a ``numpy.ndarray`` (built by a codec, by the gRPC
+transport straight from ``raw_*_contents``, or by the REST transport from a large flat JSON array
+of floats, as float64: :mod:`inferkit.transports.json_numbers`) or raw little-endian ``bytes``.
+The codecs in :mod:`inferkit.codecs` turn any of these into arrays; :func:`encode_json` turns
+arrays back into JSON without a per-element Python loop.
 """
 
 from __future__ import annotations
@@ -21,10 +20,8 @@ import msgspec
 import numpy as np
 
 __all__ = [
-    "DATA_SLOT",
     "InferenceRequest",
     "InferenceResponse",
-    "JsonNumbers",
     "MetadataModelResponse",
     "MetadataServerResponse",
     "MetadataTensor",
@@ -39,7 +36,6 @@ __all__ = [
     "TensorData",
     "decode_json",
     "encode_json",
-    "peek_data",
     "to_dict",
 ]
 
@@ -70,97 +66,6 @@ class RequestInput(_Base, kw_only=True):
     datatype: str
     parameters: Parameters | None = None
     data: TensorData = None
-
-
-class JsonNumbers:
-    """The text of a large flat JSON number array, read lazily, and its numbers parsed in C.
-
-    The REST transport stores this in :attr:`RequestInput.data` instead of a list of a million
-    Python floats (see :mod:`inferkit.transports.json_numbers`); the codecs take ``array``
-    straight away. Reading ``RequestInput.data`` from Python gives the list the JSON decodes to,
-    exactly as without it (it is decoded then, once, and replaces this object in the field).
-    """
-
-    __slots__ = ("_array", "text")
-
-    def __init__(self, text: bytes | memoryview, array: np.ndarray[Any, Any]) -> None:
-        #: The JSON text of the array, as received (``[1.5,2,...]``).
-        self.text = text
-        self._array: np.ndarray[Any, Any] | None = array
-
-    def take(self) -> np.ndarray[Any, Any] | None:
-        """The parsed array (flat, of the tensor's dtype), handed out once: a second caller gets
-        ``None`` and decodes :meth:`value` (a model may write into the array it was given)."""
-        array, self._array = self._array, None
-        return array
-
-    @property
-    def array(self) -> np.ndarray[Any, Any] | None:
-        """The parsed array if not yet handed out by :meth:`take` (else ``None``)."""
-        return self._array
-
-    @property
-    def size(self) -> int:
-        """The number of elements (without decoding the text)."""
-        return self._array.size if self._array is not None else len(self.value())
-
-    def value(self) -> Any:
-        """The Python value of the JSON text: what ``data`` decodes to without the fast path."""
-        return msgspec.json.decode(self.text)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, JsonNumbers):
-            other = other.value()
-        result: bool = self.value() == other
-        return result
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self.value())
-
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        # Pickled (a request sent to another process) as the list it stands for.
-        return (msgspec.json.decode, (bytes(self.text),))
-
-
-class _LazyData:
-    """``RequestInput.data``: the field's own slot, a :class:`JsonNumbers` decoded when read.
-
-    msgspec's C code (encoding, ``__eq__``, ``replace``) reads the slot itself; the encoders'
-    hooks and :class:`JsonNumbers`'s own ``__eq__``/``__repr__``/``__reduce__`` cover those.
-    """
-
-    def __init__(self, slot: Any) -> None:
-        self.slot = slot
-
-    def __get__(self, obj: Any, owner: Any = None) -> Any:
-        if obj is None:
-            return self
-        value = self.slot.__get__(obj, owner)
-        if type(value) is JsonNumbers:
-            value = value.value()
-            self.slot.__set__(obj, value)
-        return value
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        self.slot.__set__(obj, value)
-
-    def __delete__(self, obj: Any) -> None:
-        self.slot.__delete__(obj)
-
-
-#: The field's own slot descriptor: ``DATA_SLOT.__get__(tensor)`` reads ``data`` as stored,
-#: a :class:`JsonNumbers` left as it is (the codecs' hot path: no Python-level call).
-DATA_SLOT: Any = RequestInput.__dict__["data"]
-RequestInput.data = _LazyData(DATA_SLOT)
-
-
-def peek_data(tensor: Any) -> Any:
-    """A tensor's ``data`` as stored: a :class:`JsonNumbers` stays one (for the codecs)."""
-    if type(tensor) is RequestInput:
-        return DATA_SLOT.__get__(tensor, RequestInput)
-    return tensor.data
 
 
 class RequestOutput(_Base, kw_only=True):
@@ -287,8 +192,6 @@ def _enc_hook(obj: Any) -> Any:
         return obj.reshape(-1).tolist()
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, JsonNumbers):
-        return obj.value()
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return _bytes_to_str(bytes(obj))
     raise NotImplementedError(f"Cannot encode objects of type {type(obj).__name__}")

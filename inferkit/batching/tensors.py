@@ -21,14 +21,7 @@ import numpy as np
 
 from ..codecs import decode_tensor
 from ..errors import InferenceFailed
-from ..types import (
-    InferenceRequest,
-    InferenceResponse,
-    JsonNumbers,
-    RequestInput,
-    ResponseOutput,
-    peek_data,
-)
+from ..types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
 __all__ = ["join", "join_key", "rows_of", "split"]
 
@@ -92,10 +85,7 @@ def _join_input(tensors: list[RequestInput]) -> RequestInput:
     first = tensors[0]
     shape = [sum(t.shape[0] for t in tensors), *first.shape[1:]]
     data: Any
-    joined = _join_numbers([peek_data(t) for t in tensors])
-    if joined is not None:
-        data = joined
-    elif all(_flat_list(t.data) for t in tensors):
+    if all(_flat_list(t.data) for t in tensors):
         data = [item for t in tensors for item in t.data]
     else:
         data = np.concatenate([decode_tensor(t) for t in tensors])
@@ -106,18 +96,6 @@ def _join_input(tensors: list[RequestInput]) -> RequestInput:
         parameters=first.parameters,
         data=data,
     )
-
-
-def _join_numbers(stored: list[Any]) -> JsonNumbers | None:
-    """Large JSON number arrays parsed by the REST transport, joined as they are: the batch
-    holds both the array and the text of the list a model reading ``data`` gets."""
-    arrays = [part.array for part in stored if type(part) is JsonNumbers]
-    if len(arrays) != len(stored) or any(a is None or not a.size for a in arrays):
-        return None  # anything else (or an array already handed out): as before
-    text = b"[" + b",".join(bytes(part.text)[1:-1] for part in stored) + b"]"
-    for part in stored:
-        part.take()
-    return JsonNumbers(text, np.concatenate(arrays))  # type: ignore[arg-type]
 
 
 def _flat_list(data: Any) -> bool:

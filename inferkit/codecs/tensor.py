@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 
 from ..errors import InvalidRequest, InvalidShape, UnsupportedDatatype
-from ..types import DATA_SLOT, JsonNumbers, Parameters, RequestInput, ResponseOutput
+from ..types import Parameters, RequestInput, ResponseOutput
 from .datatypes import RAW_DTYPES, to_datatype, to_dtype
 
 __all__ = [
@@ -46,9 +46,6 @@ __all__ = [
 Tensor = RequestInput | ResponseOutput
 
 _PREFIX = struct.Struct("<I")
-#: ``RequestInput.data`` as stored (a JsonNumbers stays one), bound once: this runs for every
-#: tensor, and the field's Python-level property would cost more than the slot read.
-_stored_data = DATA_SLOT.__get__
 _RAW = (bytes, bytearray, memoryview)
 
 
@@ -61,7 +58,7 @@ def check_tensor(tensor: Tensor, where: str = "$") -> None:
     """
     datatype = tensor.datatype
     _, count = dtype_and_count(datatype, tensor.shape, where)
-    data = _stored_data(tensor) if type(tensor) is RequestInput else tensor.data
+    data = tensor.data
     if type(data) is list:
         if not data or type(data[0]) is not list:
             if len(data) != count:
@@ -76,10 +73,6 @@ def check_tensor(tensor: Tensor, where: str = "$") -> None:
     elif isinstance(data, _RAW) and datatype != "BYTES":
         _check_raw_size(data, datatype, count, tensor.shape, f"{where}.data")
         return
-    elif type(data) is JsonNumbers:
-        if data.size != count:
-            raise _count_error(count, tensor.shape, data.size, f"{where}.data")
-        return
     tensor.data = decode_tensor(tensor, where)
 
 
@@ -92,11 +85,7 @@ def decode_tensor(tensor: Tensor, where: str = "$") -> np.ndarray[Any, Any]:
     datatype = tensor.datatype
     shape = tensor.shape
     dtype, count = dtype_and_count(datatype, shape, where)
-    data = _stored_data(tensor) if type(tensor) is RequestInput else tensor.data
-    if type(data) is JsonNumbers:
-        # Parsed by the REST transport already (its dtype is the datatype's); once only.
-        taken = data.take()
-        data = tensor.data if taken is None else taken
+    data = tensor.data
     if isinstance(data, list):
         array = _from_list(data, datatype, dtype, where)
     elif isinstance(data, np.ndarray):

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..types import InferenceRequest, InferenceResponse, JsonNumbers, MetadataModelResponse
+from ..types import InferenceRequest, InferenceResponse, MetadataModelResponse
 from .memory import Arena
 from .metrics import MetricChange
 
@@ -232,8 +232,6 @@ class Wire:
             return msgspec.msgpack.Ext(_SHARED_RAW, _PLAIN.encode((offset, nbytes)))
         if isinstance(obj, np.generic):
             return obj.item()
-        if isinstance(obj, JsonNumbers):  # a REST input nobody read yet: sent as its list
-            return obj.value()
         raise TypeError(f"Cannot send objects of type {type(obj).__name__} to a worker")
 
     def _encode_array(self, array: np.ndarray[Any, Any]) -> msgspec.msgpack.Ext:

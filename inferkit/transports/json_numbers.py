@@ -4,9 +4,10 @@ Decoding a JSON tensor of a million FP32 values the plain way builds a million P
 (msgspec) and then converts them to numpy: most of a large request's cost. Here the flat number
 arrays of a body are cut out of the text, the rest (small) is decoded by the same msgspec decoder
 as always, and each array is parsed by simdjson straight into float64s (correctly rounded, like
-``float()``), then cast to the tensor's dtype (as numpy casts the Python floats today). The
-input's ``data`` holds a :class:`~inferkit.types.JsonNumbers`: the codecs take its array, and a
-model reading ``data`` itself gets the very list the plain path gives.
+``float()``). The input's ``data`` is that float64 array, as the gRPC transport puts arrays
+there: not cast to the datatype, so ``data.tolist()`` is the very list of Python floats msgspec
+would have decoded (and :func:`~inferkit.types.encode_json` writes the same text), and the
+codecs cast it to the tensor's dtype exactly as they cast those floats.
 
 The fast path only answers when it can prove it gives the plain path's result, and returns
 ``None`` otherwise (the caller then decodes the body the plain way, errors included):
@@ -15,10 +16,12 @@ The fast path only answers when it can prove it gives the plain path's result, a
   its ``]``; it is replaced by a random marker string, and the decoded request must hold each
   marker as the ``data`` of exactly one input (so it was that field, and not text inside a
   string or a ``parameters`` value, or a duplicate key);
-- only FP16, FP32 and FP64 inputs are parsed (integers must stay exact and raise on overflow);
-  another datatype gets the list msgspec decodes from the same text;
-- simdjson must accept the array as numbers only: ``true``, ``null``, integers past 64 bits,
-  ``1e400``, ``NaN`` or malformed JSON send the whole body to the plain path.
+- only FP16, FP32 and FP64 inputs whose numbers are all written as floats (with a ``.`` or an
+  exponent) are parsed: msgspec decodes ``1`` as the int ``1``, which a model reading ``data``
+  would see (and echo) as ``1.0`` from an array. Other inputs get the list msgspec decodes from
+  the same text (integer datatypes must stay exact and raise on overflow);
+- simdjson must accept the array as numbers only: ``true``, ``null``, ``1e400``, ``NaN`` or
+  malformed JSON send the whole body to the plain path.
 
 simdjson (``pysimdjson``) comes with the ``rest`` extra; without it this path is off.
 """
@@ -33,7 +36,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..types import InferenceRequest, JsonNumbers
+from ..types import InferenceRequest
 
 __all__ = ["MIN_ARRAY_BYTES", "NumbersDecoder"]
 
@@ -44,7 +47,12 @@ MIN_ARRAY_BYTES = 64 * 1024
 # JSON whitespace is only these four characters.
 _DATA_KEY = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*\[')
 
-_FLOATS = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+_FLOATS = frozenset({"FP16", "FP32", "FP64"})
+
+# What is left of a JSON number array without digits, signs and whitespace: brackets, commas and
+# each float's "." or exponent. An integer (1, -0) leaves nothing between its separators.
+_NOT_FLOAT_MARKS = b"0123456789+- \t\n\r"
+_INTEGER_MARKS = (b"[,", b",,", b",]")
 
 
 class NumbersDecoder:
@@ -99,32 +107,38 @@ class NumbersDecoder:
             found += 1
             start, end = spans[markers.pop(data)]
             text = view[start:end]
-            dtype = _FLOATS.get(tensor.datatype)
-            if dtype is None:
+            floats = tensor.datatype in _FLOATS and _all_floats(text)
+            if floats:
+                array = self._floats(text)
+                if array is None:
+                    return None
+                tensor.data = array
+            else:
                 try:
                     tensor.data = msgspec.json.decode(text)  # the plain decoder's list
                 except msgspec.DecodeError:
                     return None
-                continue
-            array = self._floats(text, dtype)
-            if array is None:
-                return None
-            tensor.data = JsonNumbers(text, array)
         if markers or found != len(spans):
             return None  # a marker landed elsewhere (inside a string, parameters, ...)
         return request
 
-    def _floats(self, text: memoryview, dtype: Any) -> np.ndarray[Any, Any] | None:
+    def _floats(self, text: memoryview) -> np.ndarray[Any, Any] | None:
         try:
             buffer = self._parser.parse(text).as_buffer(of_type="d")
-        # Not JSON, or not all numbers (true, 1e400, 2**64...); RuntimeError: the parser is
-        # still in use (it never should be: nothing of a parse is kept but the copied buffer).
+        # Not JSON, or not all numbers (true, 1e400...); RuntimeError: the parser is still in
+        # use (it never should be: nothing of a parse is kept but the copied buffer).
         except (ValueError, TypeError, RuntimeError):
             return None
-        array = np.frombuffer(buffer, np.float64)
-        # As numpy casts Python floats: 1e300 as FP16 is inf, without a warning.
-        with np.errstate(over="ignore"):
-            return array.astype(dtype, copy=False)
+        # Writable, and the input's own: as a list converted by the codecs would be.
+        return np.frombuffer(buffer, np.float64)
+
+
+def _all_floats(text: memoryview) -> bool:
+    """Whether every number of a JSON number array is written as a float (``1.0``, ``1e3``):
+    msgspec decodes those, and only those, to the Python floats ``tolist`` gives back."""
+    marks = bytes(text).translate(None, _NOT_FLOAT_MARKS)
+    # "[]": empty (nothing to gain), or a single integer.
+    return marks != b"[]" and not any(pair in marks for pair in _INTEGER_MARKS)
 
 
 def _spans(body: bytes, min_bytes: int) -> list[tuple[int, int]]:

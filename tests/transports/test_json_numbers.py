@@ -3,15 +3,14 @@
 Property tests decode generated bodies both ways: the plain msgspec decoder (what the REST
 endpoint did before) and :class:`NumbersDecoder` (with a small size threshold, so short arrays
 take the fast path too). Every input must decode to the same array (bytes, dtype, shape) or the
-same error (class, message, location), and ``RequestInput.data`` must read as the same value.
+same error (class, message, location), and the request (so an input a model echoes) must encode
+to the same JSON: the fast path's float64 array in ``data`` writes the same numbers as the list.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import pickle
 from typing import Any
 
 import msgspec
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 from inferkit import errors
 from inferkit.codecs import check_tensor, decode_tensor
 from inferkit.transports.json_numbers import NumbersDecoder
-from inferkit.types import InferenceRequest, JsonNumbers, RequestInput, encode_json, to_dict
+from inferkit.types import InferenceRequest, RequestInput, encode_json, to_dict
 
 PLAIN = msgspec.json.Decoder(InferenceRequest).decode
 MIN = 1  # byte: every array takes the fast path here
@@ -51,10 +50,12 @@ def outcomes(body: bytes, decode: Any) -> tuple[Any, ...]:
     return tuple(outcome(t, f"$.inputs[{i}]") for i, t in enumerate(request.inputs))
 
 
-def values(body: bytes, decode: Any) -> list[bytes]:
-    """``data`` of every input as a model reading it from Python sees it (exact JSON form)."""
+def encoded(body: bytes, decode: Any) -> list[bytes]:
+    """The request and every input as JSON again (what a model echoing ``data`` answers), and
+    ``data`` in the plain builtin form (``to_dict``, MLServer's ``.dict()``)."""
     request = decode(body)
-    return [msgspec.json.encode(t.data) for t in request.inputs]
+    inputs = [encode_json(t) for t in request.inputs]
+    return [encode_json(request), *inputs, msgspec.json.encode(to_dict(request))]
 
 
 def compare(body: bytes) -> bool:
@@ -64,7 +65,7 @@ def compare(body: bytes) -> bool:
     fast_decode = lambda b: fast.decode(b) or PLAIN(b)  # noqa: E731 - the endpoint's logic
     assert outcomes(body, fast_decode) == outcomes(body, PLAIN)
     if not isinstance(outcomes(body, PLAIN)[0], str):
-        assert values(body, fast_decode) == values(body, PLAIN)
+        assert encoded(body, fast_decode) == encoded(body, PLAIN)
     return taken
 
 
@@ -156,6 +157,8 @@ def test_floats_parse_as_python_float_does(numbers: list[float], datatype: str, 
     body = json.dumps({"inputs": [{"name": "x", "shape": [len(texts)], "datatype": datatype}]})
     body = body[:-3] + ', "data": [' + ",".join(texts) + "]}]}"
     assert compare(body.encode())
+    request = fast_decoder().decode(body.encode())
+    assert request is not None and type(request.inputs[0].data) is np.ndarray
 
 
 def large_body(values: list[float], datatype: str = "FP32", extra: str = "") -> bytes:
@@ -197,37 +200,42 @@ def test_invalid_json_in_an_array_is_the_plain_error() -> None:
         PLAIN(body)
 
 
-def test_data_reads_as_the_plain_list() -> None:
-    body = large_body([0.1, -0.0, 1e-310, 3.0], "FP32")
+def test_data_is_the_float64_array_of_the_plain_floats() -> None:
+    values = [0.1, -0.0, 1e-310, 3.0, 1e16, 0.30000000000000004]
+    body = large_body(values, "FP32")
     request = fast_decoder().decode(body)
     assert request is not None
-    tensor = request.inputs[0]
-    plain = PLAIN(body).inputs[0]
-    # Compared while still lazy, copied, pickled and encoded while lazy: all as the list.
-    assert tensor == plain
-    assert repr(tensor) == repr(plain)
-    assert pickle.loads(pickle.dumps(tensor)).data == plain.data
-    assert encode_json(tensor) == encode_json(plain)
-    assert to_dict(tensor) == to_dict(plain)
-    assert copy.copy(tensor) == plain
-    assert tensor.data == [0.1, -0.0, 1e-310, 3.0]
-    assert math.copysign(1, tensor.data[1]) == -1
-    tensor.data = [1.0]  # and it is an ordinary field to write
-    assert tensor.data == [1.0]
+    data = request.inputs[0].data
+    # Not cast to FP32: the very floats msgspec gives, so they write back as the same text.
+    assert type(data) is np.ndarray and data.dtype == np.float64 and data.flags.writeable
+    assert data.tolist() == PLAIN(body).inputs[0].data == values
+    assert math.copysign(1, data[1]) == -1
+    assert encode_json(request) == encode_json(PLAIN(body))
+    assert b'"data":[0.1,-0.0,1e-310,3.0,1e16,0.30000000000000004]' in encode_json(request)
+    array = decode_tensor(request.inputs[0])
+    assert array.dtype == np.float32 and array.tobytes() == np.float32(values).tobytes()
 
 
-def test_the_parsed_array_is_handed_out_once() -> None:
+def test_integers_keep_the_plain_list() -> None:
+    # msgspec decodes 2 as the int 2; an array would give 2.0 back to a model echoing `data`.
+    for texts in (["1.5", "2", "3.5"], ["-0", "1.5"], ["7"], ["1.5", "2E3", "-4"]):
+        tensor = f'"name":"x","shape":[{len(texts)}],"datatype":"FP32","data":[{", ".join(texts)}]'
+        body = ('{"inputs":[{' + tensor + "}]}").encode()
+        request = fast_decoder().decode(body)
+        assert request is not None
+        assert type(request.inputs[0].data) is list
+        assert encode_json(request) == encode_json(PLAIN(body))
+    # Exponents and dots, with or without a sign: floats all.
+    body = b'{"inputs":[{"name":"x","shape":[4],"datatype":"FP64","data":[1e3,-2.5,1E-2,-0.0]}]}'
+    request = fast_decoder().decode(body)
+    assert request is not None and type(request.inputs[0].data) is np.ndarray
+
+
+def test_the_model_gets_its_own_arrays() -> None:
     request = fast_decoder().decode(large_body([1.5, 2.5, 3.5]))
     assert request is not None
     tensor = request.inputs[0]
     first = decode_tensor(tensor)
-    first[0] = 99  # the model's own array; a second decode is not affected
-    second = decode_tensor(tensor)
-    assert second.tolist() == [1.5, 2.5, 3.5]
-    assert second.dtype == np.float32
-
-
-def test_lazy_data_is_stored_until_read() -> None:
-    request = fast_decoder().decode(large_body([1.5, 2.5]))
-    assert request is not None
-    assert type(msgspec.structs.asdict(request.inputs[0])["data"]) is JsonNumbers
+    first[0] = 99  # FP32: a cast copy, the model's own; data and a second decode unchanged
+    assert decode_tensor(tensor).tolist() == [1.5, 2.5, 3.5]
+    assert tensor.data.tolist() == [1.5, 2.5, 3.5]
