@@ -3,8 +3,10 @@
 Property tests decode generated bodies both ways: the plain msgspec decoder (what the REST
 endpoint did before) and :class:`NumbersDecoder` (with a small size threshold, so short arrays
 take the fast path too). Every input must decode to the same array (bytes, dtype, shape) or the
-same error (class, message, location), and the request (so an input a model echoes) must encode
-to the same JSON: the fast path's float64 array in ``data`` writes the same numbers as the list.
+same error (class, message, location), through ``decode_tensor``, the input codecs (the string
+ones too, whose errors name the element) and ``PandasCodec``; and the request (so an input a
+model echoes) must encode to the same JSON: the float64 array in ``data`` writes the same numbers
+as the list.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inferkit import errors
-from inferkit.codecs import check_tensor, decode_tensor
+from inferkit.codecs import (
+    Base64Codec,
+    DatetimeCodec,
+    NumpyCodec,
+    PandasCodec,
+    StringCodec,
+    check_tensor,
+    decode_tensor,
+)
 from inferkit.transports.json_numbers import NumbersDecoder
 from inferkit.types import InferenceRequest, RequestInput, encode_json, to_dict
 
@@ -42,12 +52,47 @@ def outcome(tensor: RequestInput, where: str) -> tuple[Any, ...]:
     return ("array", array.dtype.str, array.shape, array.tobytes(), array.flags.writeable)
 
 
+def exact(value: Any) -> Any:
+    """A value's exact form: arrays as dtype, shape and bytes (their repr rounds)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return ("objects", value.shape, [exact(v) for v in value.tolist()])
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, list):
+        return [exact(v) for v in value]
+    if isinstance(value, float):
+        return ("float", value.hex())
+    return (type(value).__name__, repr(value))
+
+
+def codec_outcome(codec: Any, tensor: RequestInput) -> tuple[Any, ...]:
+    """What a model gets from an input codec (also the wrong one for numbers: its error)."""
+    try:
+        return ("value", exact(codec.decode_input(tensor)))
+    except errors.InferkitError as exc:
+        return ("error", type(exc).__name__, exc.message)
+
+
+def frame_outcome(request: InferenceRequest) -> tuple[Any, ...]:
+    try:
+        frame = PandasCodec.decode_request(request)
+    except errors.InferkitError as exc:
+        return ("error", type(exc).__name__, exc.message)
+    return tuple((name, str(frame[name].dtype), exact(list(frame[name]))) for name in frame)
+
+
+CODECS = [NumpyCodec, StringCodec, Base64Codec, DatetimeCodec]
+
+
 def outcomes(body: bytes, decode: Any) -> tuple[Any, ...]:
     try:
         request = decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return ("request error", type(exc).__name__, str(exc))
-    return tuple(outcome(t, f"$.inputs[{i}]") for i, t in enumerate(request.inputs))
+    found = [outcome(t, f"$.inputs[{i}]") for i, t in enumerate(request.inputs)]
+    for codec in CODECS:  # each on a request of its own (check_tensor may store arrays)
+        found += [codec_outcome(codec, t) for t in decode(body).inputs]
+    return (*found, frame_outcome(decode(body)))
 
 
 def encoded(body: bytes, decode: Any) -> list[bytes]:
