@@ -8,6 +8,12 @@ min and median::
 
     python benchmarks/json_tensors.py                 # 1,000,000 FP32, 15 runs each
     python benchmarks/json_tensors.py --elements 16   # a small request (below the threshold)
+    python benchmarks/json_tensors.py --values zeros  # a tenth 0.0 (the text is checked)
+
+``--values``: ``random`` floats in [0, 1) as Python writes them; ``zeros``: a tenth of them
+0.0 (integral values: the fast path reads the text again for integers); ``js``: those zeros
+written ``0``, as JavaScript writes them (the input keeps msgspec's list, after the parse);
+``integers``: all written as integers (seen before parsing; msgspec's list).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -32,13 +39,18 @@ def main() -> None:
     parser.add_argument("--elements", type=int, default=1_000_000)
     parser.add_argument("--datatype", default="FP32", choices=["FP16", "FP32", "FP64"])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--values", default="random", choices=["random", "zeros", "js", "integers"])
     args = parser.parse_args()
 
-    values = np.random.default_rng(0).random((1, args.elements), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    data: list[Any] = rng.random(args.elements, dtype=np.float32).tolist()
+    if args.values in ("zeros", "js"):
+        zero = 0.0 if args.values == "zeros" else 0
+        data = [zero if i % 10 == 9 else x for i, x in enumerate(data)]
+    elif args.values == "integers":
+        data = rng.integers(0, 256, args.elements).tolist()
     tensor = {"name": "x", "shape": [1, args.elements], "datatype": args.datatype}
-    body = json.dumps(
-        {"inputs": [{**tensor, "data": values.ravel().tolist()}]}, separators=(",", ":")
-    ).encode()
+    body = json.dumps({"inputs": [{**tensor, "data": data}]}, separators=(",", ":")).encode()
     plain = msgspec.json.Decoder(InferenceRequest).decode
     numbers = NumbersDecoder(plain)
 
@@ -64,7 +76,10 @@ def main() -> None:
             start = time.perf_counter()
             function()
             times.append(time.perf_counter() - start)
-    print(f"{args.elements} x {args.datatype}, {len(body)} bytes of JSON, {args.runs} runs")
+    print(
+        f"{args.elements} x {args.datatype} ({args.values}), {len(body)} bytes of JSON, "
+        f"{args.runs} runs"
+    )
     medians = {}
     for name, (_, times) in runs.items():
         medians[name] = statistics.median(times)

@@ -49,10 +49,20 @@ _DATA_KEY = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*\[')
 
 _FLOATS = frozenset({"FP16", "FP32", "FP64"})
 
-# What is left of a JSON number array without digits, signs and whitespace: brackets, commas and
-# each float's "." or exponent. An integer (1, -0) leaves nothing between its separators.
+# What is left of a JSON number array without digits, signs and whitespace, its brackets made
+# commas: a comma between numbers, and each float's "." or exponent. An integer (1, -0) leaves
+# nothing between its separators: ",,".
 _NOT_FLOAT_MARKS = b"0123456789+- \t\n\r"
-_INTEGER_MARKS = (b"[,", b",,", b",]")
+_SEPARATORS = bytes.maketrans(b"[]", b",,")
+#: Before an array is parsed, this many windows of this many bytes spread over it are looked at
+#: for integers: an array of integers, or with more than a few among its floats (as JavaScript
+#: writes 0.0: 0), goes to msgspec straight away instead of being parsed twice.
+_WINDOWS = 16
+_WINDOW = 1024
+
+
+class _NotNumbers(Exception):
+    """simdjson refused an array: the whole body is left to the plain path."""
 
 
 class NumbersDecoder:
@@ -107,38 +117,58 @@ class NumbersDecoder:
             found += 1
             start, end = spans[markers.pop(data)]
             text = view[start:end]
-            floats = tensor.datatype in _FLOATS and _all_floats(text)
-            if floats:
-                array = self._floats(text)
-                if array is None:
-                    return None
+            try:
+                array = self._floats(text) if tensor.datatype in _FLOATS else None
+            except _NotNumbers:
+                return None
+            if array is not None:
                 tensor.data = array
-            else:
-                try:
-                    tensor.data = msgspec.json.decode(text)  # the plain decoder's list
-                except msgspec.DecodeError:
-                    return None
+                continue
+            try:
+                tensor.data = msgspec.json.decode(text)  # the plain decoder's list
+            except msgspec.DecodeError:
+                return None
         if markers or found != len(spans):
             return None  # a marker landed elsewhere (inside a string, parameters, ...)
         return request
 
     def _floats(self, text: memoryview) -> np.ndarray[Any, Any] | None:
+        """The array's numbers as float64s; ``None`` if one is written as an integer (msgspec
+        decodes it as an int, which a model echoing ``data`` would write back as such)."""
+        if _sampled_integers(text):
+            return None
         try:
             buffer = self._parser.parse(text).as_buffer(of_type="d")
         # Not JSON, or not all numbers (true, 1e400...); RuntimeError: the parser is still in
         # use (it never should be: nothing of a parse is kept but the copied buffer).
         except (ValueError, TypeError, RuntimeError):
-            return None
+            raise _NotNumbers from None
         # Writable, and the input's own: as a list converted by the codecs would be.
-        return np.frombuffer(buffer, np.float64)
+        array = np.frombuffer(buffer, np.float64)
+        # Only an integral value can be written as an integer: the text is read again (a pass
+        # over all of it) only if there is one.
+        if np.any(np.trunc(array) == array) and _has_integers(bytes(text)):
+            return None
+        return array
 
 
-def _all_floats(text: memoryview) -> bool:
-    """Whether every number of a JSON number array is written as a float (``1.0``, ``1e3``):
-    msgspec decodes those, and only those, to the Python floats ``tolist`` gives back."""
-    marks = bytes(text).translate(None, _NOT_FLOAT_MARKS)
-    # "[]": empty (nothing to gain), or a single integer.
-    return marks != b"[]" and not any(pair in marks for pair in _INTEGER_MARKS)
+def _sampled_integers(text: memoryview) -> bool:
+    """Whether a few windows spread over a JSON number array show a number written as an
+    integer (``False`` says nothing about the rest)."""
+    step = max(len(text) // _WINDOWS, _WINDOW)
+    for start in range(0, len(text), step):
+        window = bytes(text[start : start + _WINDOW])
+        first = window.find(b",") if start else 0  # whole numbers only: comma to comma
+        last = window.rfind(b",")
+        if first < last and _has_integers(window[first : last + 1]):
+            return True
+    return False
+
+
+def _has_integers(text: bytes) -> bool:
+    """Whether a JSON number array (or a part of it from comma to comma) has a number written
+    as an integer (``1``, ``-0``), not as a float (``1.0``, ``1e3``)."""
+    return b",," in text.translate(_SEPARATORS, _NOT_FLOAT_MARKS)
 
 
 def _spans(body: bytes, min_bytes: int) -> list[tuple[int, int]]:

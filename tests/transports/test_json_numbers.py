@@ -206,6 +206,25 @@ def test_floats_parse_as_python_float_does(numbers: list[float], datatype: str, 
     assert request is not None and type(request.inputs[0].data) is np.ndarray
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 800), number_texts()), min_size=1, max_size=4),
+    st.sampled_from(["FP16", "FP32", "FP64"]),
+    st.sampled_from([",", ", "]),
+)
+def test_long_arrays_with_a_few_odd_numbers(
+    inserts: list[tuple[int, str]], datatype: str, sep: str
+) -> None:
+    # Longer than the start looked at before parsing (4 KiB), with integers, -0, 1e400... here
+    # and there among floats: before, across or after that boundary.
+    texts = [repr((i + 0.5) / 7) for i in range(800)]
+    for position, text in inserts:
+        texts.insert(position, text)
+    tensor = f'"name":"x","shape":[{len(texts)}],"datatype":"{datatype}"'
+    body = ('{"inputs":[{' + tensor + ',"data":[' + sep.join(texts) + "]}]}").encode()
+    compare(body)
+
+
 def large_body(values: list[float], datatype: str = "FP32", extra: str = "") -> bytes:
     data = json.dumps(values, separators=(",", ":"))
     tensor = f'{{"name":"x","shape":[{len(values)}],"datatype":"{datatype}","data":{data}}}'
