@@ -17,9 +17,11 @@ The fast path only answers when it can prove it gives the plain path's result, a
   marker as the ``data`` of exactly one input (so it was that field, and not text inside a
   string or a ``parameters`` value, or a duplicate key);
 - only FP16, FP32 and FP64 inputs whose numbers are all written as floats (with a ``.`` or an
-  exponent) are parsed: msgspec decodes ``1`` as the int ``1``, which a model reading ``data``
-  would see (and echo) as ``1.0`` from an array. Other inputs get the list msgspec decodes from
-  the same text (integer datatypes must stay exact and raise on overflow);
+  exponent) get an array: msgspec decodes ``1`` as the int ``1``, which a model reading
+  ``data`` would see (and echo) as ``1.0`` from an array. Windows of the text are looked at for
+  integers before parsing, and all of it after if a parsed value is integral. Other inputs get
+  the list msgspec decodes from the same text (integer datatypes must stay exact and raise on
+  overflow);
 - simdjson must accept the array as numbers only: ``true``, ``null``, ``1e400``, ``NaN`` or
   malformed JSON send the whole body to the plain path.
 
