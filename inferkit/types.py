@@ -5,10 +5,11 @@ Struct encodes to exactly the JSON a V2 client expects and a body decodes straig
 decoding *is* validation. Optional fields default to ``None`` and are omitted when encoding.
 
 Tensor ``data`` is deliberately loose (``Any``): on the wire it is a flat or nested JSON list, but
-inside the process a tensor may also carry a ``numpy.ndarray`` (built by a codec, or by the gRPC
-transport straight from ``raw_*_contents``) or raw little-endian ``bytes``. The codecs in
-:mod:`inferkit.codecs` turn any of these into arrays; :func:`encode_json` turns arrays back into
-JSON without a per-element Python loop.
+inside the process a tensor may also carry a ``numpy.ndarray`` (built by a codec, by the gRPC
+transport straight from ``raw_*_contents``, or by the REST transport from a large flat JSON array
+of floats, as float64: :mod:`inferkit.transports.json_numbers`) or raw little-endian ``bytes``.
+The codecs in :mod:`inferkit.codecs` turn any of these into arrays; :func:`encode_json` turns
+arrays back into JSON without a per-element Python loop.
 """
 
 from __future__ import annotations

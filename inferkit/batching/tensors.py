@@ -2,8 +2,9 @@
 
 Inputs concatenate along the first dimension (the rows); every output of the batch's response
 must have as many rows as the batch, and each request gets its own rows back. Flat JSON lists
-stay lists (a model that reads ``input.data`` sees the same kind of data batched or not); any
-other form (nested lists, numpy arrays, raw bytes) is concatenated as numpy arrays.
+stay lists (a model that reads ``input.data`` sees the same kind of data batched or not), and
+so do the float64 arrays of large JSON floats (not cast to FP32 or FP16); any other form
+(nested lists, numpy arrays, raw bytes) is concatenated as numpy arrays of the datatype.
 
 Parameters follow MLServer's batcher: the batch request's ``parameters`` are its requests'
 merged (a later request's value wins), each input keeps the first request's input parameters
@@ -87,6 +88,10 @@ def _join_input(tensors: list[RequestInput]) -> RequestInput:
     data: Any
     if all(_flat_list(t.data) for t in tensors):
         data = [item for t in tensors for item in t.data]
+    elif first.datatype in _NARROW_FLOATS and all(_client_floats(t) for t in tensors):
+        # Large JSON floats as the REST transport keeps them (float64 whatever the datatype):
+        # joined uncast, a model reading ``data`` gets the clients' numbers, as unbatched.
+        data = np.concatenate([t.data.reshape(t.shape) for t in tensors])
     else:
         data = np.concatenate([decode_tensor(t) for t in tensors])
     return RequestInput(
@@ -95,6 +100,18 @@ def _join_input(tensors: list[RequestInput]) -> RequestInput:
         datatype=first.datatype,
         parameters=first.parameters,
         data=data,
+    )
+
+
+_NARROW_FLOATS = ("FP16", "FP32")
+
+
+def _client_floats(tensor: RequestInput) -> bool:
+    data = tensor.data
+    return (
+        type(data) is np.ndarray
+        and data.dtype == np.float64
+        and data.size == math.prod(tensor.shape)
     )
 
 

@@ -29,6 +29,10 @@ def _elements(tensor: Tensor) -> tuple[list[Any], bool]:
     data = tensor.data
     if type(data) is list and (not data or type(data[0]) is not list):
         return data, True
+    if type(data) is np.ndarray and data.ndim == 1 and data.dtype == np.float64:
+        # How the REST transport stores a large flat JSON array of floats (FP16 and FP32 too,
+        # see inferkit.transports.json_numbers): the client's list, and errors name its items.
+        return data.tolist(), True
     return decode_tensor(tensor).reshape(-1).tolist(), False
 
 

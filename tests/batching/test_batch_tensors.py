@@ -19,6 +19,7 @@ from inferkit.types import (
     RequestInput,
     RequestOutput,
     ResponseOutput,
+    encode_json,
 )
 
 
@@ -571,3 +572,22 @@ def test_join_echo_split_gives_each_request_its_own_data(
         assert got.tolist() == expected.tolist()
         if all(flat(r.inputs[0].data) for r in requests):
             assert x.data == sent.data  # flat lists all the way: the very same items back
+
+
+def test_large_json_number_arrays_join_as_the_lists_would() -> None:
+    # The REST transport stores large JSON float arrays as float64 arrays, whatever the
+    # datatype (inferkit/transports/json_numbers.py): joined, the model gets the very array a
+    # batch of the same lists gives, and `data` holds the clients' floats (not cast).
+    a, b = [0.1, 2.5, -0.0], [1e-40, 3.0, 7.1]
+    for datatype in ("FP16", "FP32", "FP64"):
+        arrays = [inp(np.array(v), [1, 3], datatype) for v in (a, b)]
+        batch = join([req(t) for t in arrays]).inputs[0]
+        lists = join([req(inp(v, [1, 3], datatype)) for v in (a, b)]).inputs[0]
+        assert batch.shape == lists.shape == [2, 3]
+        assert batch.data.dtype == np.float64 and batch.data.tolist() == [a, b]
+        assert encode_json(batch) == encode_json(lists)  # the same numbers, echoed
+        got, expected = decode_tensor(batch), decode_tensor(lists)
+        assert (got.dtype, got.tobytes()) == (expected.dtype, expected.tobytes())
+        # With a list among them: arrays of the datatype, as any other mix of forms.
+        mixed = join([req(arrays[0]), req(inp(b, [1, 3], datatype))]).inputs[0]
+        assert decode_tensor(mixed).tobytes() == expected.tobytes()

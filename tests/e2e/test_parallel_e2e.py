@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from harness import Running, inferkit_start, write_repository
 from prometheus_client.parser import text_string_to_metric_families
@@ -180,6 +181,23 @@ async def test_200_concurrent_requests_are_answered_correctly_by_both_workers(
     assert {pid for _, pid in answers} == workers
     assert echo.status_code == 200
     assert workers_of(running) == workers  # the in-process echo model added none
+
+
+def test_a_large_json_tensor_reaches_a_worker_as_sent(running: Running) -> None:
+    # Past the REST fast path's threshold (64 KiB): parsed into a float64 array in the main
+    # process, sent to the worker through shared memory, cast to FP32 there by the codec.
+    values = [(i + 0.5) / 7 for i in range(20_000)]
+    request = {"inputs": [{"name": "x", "shape": [20_000], "datatype": "FP32", "data": values}]}
+    response = httpx.post(f"{running.url}/v2/models/gated/infer", json=request, timeout=60)
+    double, _ = answer_tensors(response)
+    assert double["datatype"] == "FP32"
+    assert double["data"] == (np.array(values, dtype=np.float32) * 2).tolist()
+
+
+def answer_tensors(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    outputs: list[dict[str, Any]] = response.json()["outputs"]
+    return outputs
 
 
 async def test_a_killed_worker_fails_only_its_in_flight_request_then_comes_back(

@@ -259,6 +259,8 @@ TENSORS = {
     "nested list": ("INT32", [2, 2], [[1, 2], [3, 4]], "list"),
     "small array": ("FP32", [2, 2], np.arange(4, dtype=np.float32).reshape(2, 2), "ndarray"),
     "large array": ("FP64", [50_000], BIG, "ndarray"),
+    # How the REST transport keeps large JSON floats (float64 whatever the datatype): uncast.
+    "large JSON floats": ("FP32", [50_000], BIG, "ndarray"),
     "strided array": ("FP64", [25_000], BIG[::2], "ndarray"),
     "FP16": ("FP16", [3], np.array([0.5, 1.5, -2], dtype=np.float16), "ndarray"),
     "BOOL": ("BOOL", [3], np.array([True, False, True]), "ndarray"),

@@ -4,21 +4,25 @@ shared tensors, and the framing of the channel."""
 from __future__ import annotations
 
 import itertools
+import json
 import struct
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from inferkit import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
+from inferkit.codecs import decode_tensor
 from inferkit.metrics import HistogramSample, ModelMetrics
 from inferkit.parallel.channel import Channel
 from inferkit.parallel.memory import ALIGN, Arena
 from inferkit.parallel.messages import Call, MainMessage, Reply, Wire, WorkerMessage
 from inferkit.parallel.metrics import MetricsDiff, apply_changes
+from inferkit.transports.json_numbers import NumbersDecoder
 
 # -- arena ----------------------------------------------------------------------------------
 
@@ -235,3 +239,30 @@ def test_metric_changes_carry_only_what_changed_and_add_up() -> None:
     assert got["hits"] == {("m", "v1", "a"): 5.0}
     assert got["sizes"] == {("m", "v1"): HistogramSample((2, 2, 4), 101.0, 4)}
     assert got["level"] == {("m", "v1"): 7.0}
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+def test_a_large_json_tensor_reaches_the_worker_through_shared_memory(
+    wires: tuple[Wire, Wire, Arena], datatype: str
+) -> None:
+    # The REST fast path stores large JSON float arrays as float64 arrays
+    # (inferkit/transports/json_numbers.py): sent as an array in the arena, not as a list, and
+    # the worker's model decodes what it would have from the list.
+    main, worker, _ = wires
+    values = [i / 7 for i in range(1000)] + [-0.0, 1e-310]
+    data = json.dumps(values)
+    body = (
+        f'{{"inputs":[{{"name":"x","shape":[{len(values)}],"datatype":"{datatype}",'
+        f'"data":{data}}}]}}'
+    ).encode()
+    plain = msgspec.json.Decoder(InferenceRequest).decode
+    request = NumbersDecoder(plain, min_bytes=1024).decode(body)
+    assert request is not None and type(request.inputs[0].data) is np.ndarray
+    frame, blocks = main.encode(Call(id=7, request=request))
+    assert len(blocks) == 1 and len(frame) < 1024  # the numbers went through the arena
+    got = worker.decode(frame).request.inputs[0]
+    assert got.data.dtype == np.float64 and got.data.tolist() == values
+    expected = decode_tensor(plain(body).inputs[0])
+    array = decode_tensor(got)
+    assert (array.dtype, array.tobytes()) == (expected.dtype, expected.tobytes())
+    main.free(blocks)

@@ -16,7 +16,15 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from toymodels import FailingModel, named, sum_model
 
-from inferkit import InferenceRequest, InferenceResponse, Model, Server, Settings, errors
+from inferkit import (
+    InferenceRequest,
+    InferenceResponse,
+    Model,
+    ResponseOutput,
+    Server,
+    Settings,
+    errors,
+)
 from inferkit.codecs import decode_tensor, encode_tensor
 from inferkit.settings import CORSSettings
 from inferkit.transports.rest import STATUS, create_rest_app
@@ -450,3 +458,45 @@ async def test_the_openapi_document_lists_every_route_of_the_app() -> None:
     assert routed - documented == set()
     stream = paths["/v2/models/{model_name}/generate_stream"]["post"]["responses"]["200"]
     assert list(stream["content"]) == ["text/event-stream"]
+
+
+async def test_large_json_tensors_decode_as_before() -> None:
+    # Past the fast path's threshold (inferkit/transports/json_numbers.py): the model gets the
+    # same array from the codec; reading `data` itself, the float64 array of the same floats.
+    seen: dict[str, Any] = {}
+
+    class Peek(Model):
+        async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+            array = decode_tensor(payload.inputs[0])
+            seen.update(array=array, data=payload.inputs[1].data)
+            return InferenceResponse(
+                model_name=self.name,
+                outputs=[
+                    encode_tensor("total", array.sum(axis=-1)),
+                    ResponseOutput(name="echo", shape=[20_000], datatype="FP64", data=seen["data"]),
+                ],
+            )
+
+    values = np.random.default_rng(0).random(20_000, dtype=np.float32)
+    texts = values.tolist()
+    body = {
+        "inputs": [
+            {"name": "x", "shape": [2, 10_000], "datatype": "FP32", "data": texts},
+            {"name": "y", "shape": [20_000], "datatype": "FP64", "data": texts},
+        ]
+    }
+    async with client(named(Peek, "peek")) as http:
+        response = await http.post("/v2/models/peek/infer", json=body)
+        assert response.status_code == 200
+        assert seen["array"].dtype == np.float32 and seen["array"].shape == (2, 10_000)
+        assert seen["array"].tobytes() == values.tobytes()
+        assert type(seen["data"]) is np.ndarray and seen["data"].dtype == np.float64
+        assert response.json()["outputs"][1]["data"] == texts  # echoed: the same numbers
+        # A count that does not match the shape: the same error, at the same place, as before.
+        body["inputs"][0]["shape"] = [2, 9_999]
+        response = await http.post("/v2/models/peek/infer", json=body)
+    assert error(response) == (
+        400,
+        "INVALID_SHAPE",
+        "Expected 19998 elements for shape [2, 9999], got 20000 - at `$.inputs[0].data`",
+    )
