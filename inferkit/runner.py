@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .errors import InferkitError, SettingsError
+from .errors import InferkitError
 from .server import Server
 from .settings import Settings
 
@@ -179,27 +179,10 @@ def http_tls_context(settings: Settings) -> ssl.SSLContext | None:
     ``http_tls_client_ca`` too, clients must present a certificate signed by it (mutual TLS).
     Raises :class:`SettingsError` for a missing half or files that do not load.
     """
-    cert, key, client_ca = (
-        settings.http_tls_certificate,
-        settings.http_tls_key,
-        settings.http_tls_client_ca,
-    )
-    if not cert and not key:
-        if client_ca:
-            raise SettingsError("http_tls_client_ca needs http_tls_certificate and http_tls_key")
-        return None
-    if not cert or not key:
-        raise SettingsError("http_tls_certificate and http_tls_key must be given together")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.set_alpn_protocols(["h2", "http/1.1"])
-    try:
-        context.load_cert_chain(cert, key)
-        if client_ca:
-            context.load_verify_locations(client_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
-        raise SettingsError(f"Cannot load the HTTP TLS files: {exc}") from None
-    return context
+    from .tls import server_context
+
+    files = (settings.http_tls_certificate, settings.http_tls_key, settings.http_tls_client_ca)
+    return server_context("http", "HTTP", files, alpn=["h2", "http/1.1"])
 
 
 def _check_security(settings: Settings) -> None:

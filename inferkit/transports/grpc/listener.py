@@ -14,9 +14,9 @@ import ssl
 
 from grpclib.server import Server as GrpcServer
 
-from inferkit.errors import SettingsError
 from inferkit.server import Server
 from inferkit.settings import Settings
+from inferkit.tls import server_context
 
 from .auth import protect
 from .service import InferenceService, create_grpc_service
@@ -53,25 +53,6 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     ``grpc_tls_certificate`` and ``grpc_tls_key`` (PEM files) go together; with
     ``grpc_tls_client_ca`` too, clients must present a certificate signed by it (mutual TLS).
     """
-    cert, key, client_ca = (
-        settings.grpc_tls_certificate,
-        settings.grpc_tls_key,
-        settings.grpc_tls_client_ca,
-    )
-    if not cert and not key:
-        if client_ca:
-            raise SettingsError("grpc_tls_client_ca needs grpc_tls_certificate and grpc_tls_key")
-        return None
-    if not cert or not key:
-        raise SettingsError("grpc_tls_certificate and grpc_tls_key must be given together")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    files = (settings.grpc_tls_certificate, settings.grpc_tls_key, settings.grpc_tls_client_ca)
     # gRPC clients insist on negotiating HTTP/2 through ALPN.
-    context.set_alpn_protocols(["h2"])
-    try:
-        context.load_cert_chain(cert, key)
-        if client_ca:
-            context.load_verify_locations(client_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
-        raise SettingsError(f"Cannot load the gRPC TLS files: {exc}") from None
-    return context
+    return server_context("grpc", "gRPC", files, alpn=["h2"])
