@@ -107,16 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _folder(path: str) -> Path:
+    """The command's model folder; a usage error (exit 2) when it is not one."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise SettingsError(f"{folder} is not a folder")
+    return folder
+
+
 def _start(args: argparse.Namespace) -> int:
     from .repository import ModelRepository
     from .runner import serve
     from .server import Server
     from .settings_loader import check_log_level, load_settings
 
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        print(f"inferkit: error: {folder} is not a folder", file=sys.stderr)
-        return 2
+    folder = _folder(args.folder)
     if args.log_level is not None:
         check_log_level(args.log_level, "--log-level", at="")
     environ = dict(os.environ)
@@ -148,10 +153,7 @@ def _start(args: argparse.Namespace) -> int:
 def _dockerfile(args: argparse.Namespace) -> int:
     from .deploy.build import write_dockerfile
 
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        print(f"inferkit: error: {folder} is not a folder", file=sys.stderr)
-        return 2
+    folder = _folder(args.folder)
     written = write_dockerfile(
         folder, base_image=args.base_image, wheel=not args.no_wheel, ca_bundle=args.ca_bundle
     )
@@ -167,10 +169,7 @@ def _build(args: argparse.Namespace) -> int:
 
     from .deploy.build import check_daemon, docker_build, write_context
 
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        print(f"inferkit: error: {folder} is not a folder", file=sys.stderr)
-        return 2
+    folder = _folder(args.folder)
     # Before any work: a missing daemon is the common failure, and says the most.
     check_daemon()
     options = [*(["--network", args.network] if args.network else [])]

@@ -39,11 +39,11 @@ DEFAULT_BASE_IMAGE = "python:3.12-slim"
 BUILD_DIR = ".inferkit"
 #: Where the image's virtual environment lives (its ``bin`` is first on PATH).
 VENV = "/opt/inferkit"
-#: Runtime modules of inferkit -> the extra that installs their library.
+#: Runtime modules of inferkit -> the extra that installs their library (each extra is named
+#: after its runtime's module).
 _RUNTIME_EXTRAS = {
-    "inferkit.runtimes.sklearn": "sklearn",
-    "inferkit.runtimes.xgboost": "xgboost",
-    "inferkit.runtimes.lightgbm": "lightgbm",
+    f"inferkit.runtimes.{name}": name
+    for name in ("sklearn", "xgboost", "lightgbm", "onnx", "catboost", "mlflow", "huggingface")
 }
 #: Never sent to the daemon (nor copied by ``inferkit build``): caches, VCS, virtual
 #: environments of a working folder.

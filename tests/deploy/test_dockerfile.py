@@ -25,7 +25,8 @@ from inferkit.deploy.dockerfile import BUILD_DIR, DEFAULT_BASE_IMAGE, detect_ext
 from inferkit.deploy.image import COMMAND, MODEL_DIR, PORTS, READY_PATH, USER
 from inferkit.errors import SettingsError
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
@@ -82,6 +83,18 @@ def test_inferkit_runtime_names_and_hidden_folders(tmp_path: Path) -> None:
     model(tmp_path / "b", "my_model.Custom")
     model(tmp_path / ".envs" / "c", "inferkit.runtimes.xgboost.XGBoostModel")
     assert detect_extras(tmp_path) == ("server", "lightgbm")
+
+
+def test_every_builtin_runtime_has_its_extra(tmp_path: Path) -> None:
+    # Each runtime module's extra (pyproject.toml) installs its library, by either name.
+    model(tmp_path / "a", "inferkit.runtimes.onnx.OnnxModel")
+    model(tmp_path / "b", "mlserver_catboost.CatboostModel")
+    model(tmp_path / "c", "mlserver_mlflow.MLflowRuntime")
+    model(tmp_path / "d", "mlserver_huggingface.HuggingFaceRuntime")
+    extras = detect_extras(tmp_path)
+    assert extras == ("server", "catboost", "huggingface", "mlflow", "onnx")
+    declared = (ROOT / "pyproject.toml").read_text()
+    assert all(f"\n{extra} = [" in declared for extra in extras)
 
 
 def test_bad_model_settings_name_the_file(tmp_path: Path) -> None:

@@ -217,7 +217,16 @@ def test_the_runtime_offers_each_builtin_runtime_in_the_versions_the_extras_allo
     formats = SERVING_RUNTIME["spec"]["supportedModelFormats"]
     # Custom models (a model repository) are the `inferkit` format.
     builtin = {f["name"] for f in formats} - {"inferkit"}
-    assert builtin == _builtin_runtimes() == {"sklearn", "xgboost", "lightgbm"}
+    assert builtin == _builtin_runtimes()
+    assert builtin == {
+        "sklearn",
+        "xgboost",
+        "lightgbm",
+        "onnx",
+        "catboost",
+        "mlflow",
+        "huggingface",
+    }
     for name in builtin:
         versions = {f["version"] for f in formats if f["name"] == name}
         assert versions == _major_versions(name), name
