@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from benchlib import procstats
-from benchlib.servers import free_port
+from benchlib.servers import Ports, RunningServer, ServerSpec, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "reliability.md"
@@ -131,13 +131,24 @@ def write_repository(folder: Path, settings: dict[str, object]) -> None:
 
 @dataclass
 class Served:
-    process: subprocess.Popen[bytes]
-    http: int
-    grpc: int
-    log: Path
+    """A running ``inferkit start`` (benchlib's server harness) and its ports."""
+
+    running: RunningServer
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.running.process
+
+    @property
+    def http(self) -> int:
+        return self.running.spec.ports.http
+
+    @property
+    def grpc(self) -> int:
+        return self.running.spec.ports.grpc
 
     def tree(self) -> list[int]:
-        return procstats.process_tree(self.process.pid)
+        return self.running.pids()
 
     def workers(self) -> list[int]:
         """The model worker processes (not multiprocessing's resource tracker)."""
@@ -153,46 +164,41 @@ class Served:
 
 
 def start(folder: Path, settings: dict[str, object]) -> Served:
+    """Serve a repository written in ``folder``; ready when every model is READY."""
     write_repository(folder, settings)
-    http, grpc_port, metrics = free_port(), free_port(), free_port()
-    log = folder / "server.log"
-    with log.open("wb") as stream:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "inferkit", "start", str(folder), "--host", "127.0.0.1",
-             "--http-port", str(http), "--grpc-port", str(grpc_port),
-             "--metrics-port", str(metrics)],
-            stdout=stream, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder,
-        )  # fmt: skip
-    served = Served(process, http, grpc_port, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status_code == 200:
-                return served
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop(served)
-    raise RuntimeError("server not ready in 120 s")
+    ports = Ports.free()
+    spec = ServerSpec(
+        name="inferkit",
+        label="inferkit start",
+        role="subject",
+        command=[
+            sys.executable,
+            "-m",
+            "inferkit",
+            "start",
+            str(folder),
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(ports.http),
+            "--grpc-port",
+            str(ports.grpc),
+            "--metrics-port",
+            str(ports.metrics),
+        ],
+        ports=ports,
+        models=list(MODEL_SETTINGS),
+        readiness="index",
+        # The models' module lies at the repository's root, not in a model's folder.
+        env={"PYTHONPATH": str(folder)},
+    )
+    return Served(start_server(spec, folder / "server.log", cpu=None, timeout_s=120))
 
 
-def stop(served: Served) -> int:
-    tree = served.tree()
-    if served.process.poll() is None:
-        served.process.send_signal(signal.SIGTERM)
-    try:
-        code = served.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
-        code = served.process.wait()
-    for pid in tree[1:]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return code
+def stop(served: Served) -> int | None:
+    """SIGTERM (SIGKILL after 30 s) and the workers left behind killed; the exit code."""
+    stop_server(served.running, grace_s=30)
+    return served.process.returncode
 
 
 Call = Callable[[], Awaitable[str | None]]
